@@ -1,0 +1,1 @@
+"""Image-classification inference service: FastAPI app serving the SavedModels under `models/`."""

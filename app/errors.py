@@ -1,0 +1,87 @@
+"""Domain exceptions of the service and the one place that maps them to HTTP status codes.
+
+Hierarchy::
+
+    ServiceError                      base of everything the service raises on purpose
+    ├── ClientError                   the request is at fault (4xx)
+    │   ├── InvalidImage              400 corrupt or truncated image
+    │   ├── UnknownTask               404 no model serves this task
+    │   ├── PayloadTooLarge           413 too many bytes, pixels or files
+    │   ├── UnsupportedImageType      415 not an image format the service decodes
+    │   └── InvalidRequest            422 malformed request (bad tensor shape, bad base64, ...)
+    ├── Unavailable                   503 with Retry-After
+    │   ├── NotReady                  the model is still loading, or the service is stopping
+    │   └── Overloaded                the model's queue is full
+    └── InferenceError                500 the model itself failed (never caused by client input)
+
+`imaging` and `training` raise these too, so they carry no FastAPI dependency.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class; `str(error)` is the human-readable reason returned to the client."""
+
+
+class ClientError(ServiceError):
+    """The request is at fault."""
+
+
+class InvalidImage(ClientError):
+    """The bytes look like a supported image but cannot be decoded (corrupt or truncated)."""
+
+
+class UnknownTask(ClientError):
+    """No model is configured for the requested task."""
+
+
+class PayloadTooLarge(ClientError):
+    """The upload exceeds a byte, pixel or file-count limit."""
+
+
+class UnsupportedImageType(ClientError):
+    """The upload is not an image format the service decodes."""
+
+
+class InvalidRequest(ClientError):
+    """The request is well-formed HTTP but its content is malformed."""
+
+
+class Unavailable(ServiceError):
+    """The service cannot answer now; the client should retry after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReady(Unavailable):
+    """The model is not loaded yet, or the service is shutting down."""
+
+
+class Overloaded(Unavailable):
+    """The model's request queue is full."""
+
+
+class InferenceError(ServiceError):
+    """The model call failed; only the requests of that batch are affected."""
+
+
+_STATUS: tuple[tuple[type[ServiceError], int], ...] = (
+    (InvalidImage, 400),
+    (UnknownTask, 404),
+    (PayloadTooLarge, 413),
+    (UnsupportedImageType, 415),
+    (InvalidRequest, 422),
+    (Unavailable, 503),
+    (InferenceError, 500),
+)
+
+
+def status_code(error: ServiceError) -> int:
+    """The HTTP status code for `error` (500 for anything not listed, which is a bug)."""
+    for cls, code in _STATUS:
+        if isinstance(error, cls):
+            return code
+    return 500

