@@ -1,0 +1,168 @@
+"""Dynamic micro-batching: group single-image requests from concurrent clients into one model call.
+
+One `MicroBatcher` per model owns a bounded queue and one background task. The task takes the oldest
+request, adds whatever else is already queued (up to `max_batch_size`), runs the model on the stacked batch
+in an executor thread (so the event loop keeps serving I/O), and resolves each request's future with its
+own row of the result. If the model call raises, every future of *that* batch gets the exception; other
+batches are unaffected.
+
+Waiting policy: a request that finds the worker idle is dispatched at once, so a quiet service never pays
+the wait cap. Only when requests were already queueing behind the previous model call (the service is
+busy) does the worker wait up to `max_wait_s` for the batch to fill, because then a fuller batch is
+cheaper per image than an extra call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.errors import InferenceError, NotReady, Overloaded
+
+log = logging.getLogger(__name__)
+
+BatchObserver = Callable[[int, Sequence[float]], None]
+"""Called once per model call with the batch size and each member's queue wait in seconds."""
+
+
+@dataclass
+class _Request:
+    """One image waiting for the model, and the future its caller awaits."""
+
+    item: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Batches calls to `infer`, which maps a stacked `[n, ...]` array to an `[n, ...]` result."""
+
+    def __init__(
+        self,
+        infer: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue_size: int,
+        executor: Executor | None = None,
+        retry_after_s: int = 1,
+        on_batch: BatchObserver | None = None,
+        name: str = "model",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        if max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        self._infer = infer
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue_size = max_queue_size
+        self._executor = executor
+        self._retry_after_s = retry_after_s
+        self._on_batch = on_batch
+        self._name = name
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._last_batch_done_at = 0.0
+
+    @property
+    def queue_depth(self) -> int:
+        """Images waiting for a model call (not counting the batch being computed)."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        """Start the background task; call from the running event loop (the app's lifespan)."""
+        if self._task is not None:
+            raise RuntimeError(f"batcher {self._name} already started")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self._name}")
+
+    async def stop(self) -> None:
+        """Stop the background task and fail every request still queued with `NotReady`."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        while not self._queue.empty():
+            request = self._queue.get_nowait()
+            if not request.future.done():
+                request.future.set_exception(NotReady("the service is shutting down", self._retry_after_s))
+
+    async def submit(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Queue `items` (all or none) and return their results in the same order.
+
+        Raises `Overloaded` if the queue has no room for all of them, `NotReady` if the batcher is not
+        running, and `InferenceError` if the model call of their batch fails."""
+        if self._task is None or self._task.done():
+            raise NotReady(f"model {self._name} is not running", self._retry_after_s)
+        if self._queue.qsize() + len(items) > self.max_queue_size:
+            raise Overloaded(
+                f"model {self._name} is overloaded ({self._queue.qsize()} images queued); retry later",
+                self._retry_after_s,
+            )
+        loop = asyncio.get_running_loop()
+        requests = [_Request(item, loop.create_future()) for item in items]
+        for request in requests:
+            self._queue.put_nowait(request)
+        try:
+            return list(await asyncio.gather(*(r.future for r in requests)))
+        except asyncio.CancelledError:
+            for request in requests:  # the client went away: don't compute for it
+                request.future.cancel()
+            raise
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            busy = first.enqueued_at < self._last_batch_done_at
+            batch = [first]
+            self._drain_into(batch)
+            if busy and len(batch) < self.max_batch_size and self.max_wait_s > 0:
+                deadline = loop.time() + self.max_wait_s
+                while len(batch) < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
+                    try:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except TimeoutError:
+                        break
+                    self._drain_into(batch)
+            await self._execute(batch, loop)
+            self._last_batch_done_at = time.perf_counter()
+
+    def _drain_into(self, batch: list[_Request]) -> None:
+        while len(batch) < self.max_batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+
+    async def _execute(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
+        live = [r for r in batch if not r.future.done()]  # skip requests whose clients disconnected
+        if not live:
+            return
+        started = time.perf_counter()
+        if self._on_batch is not None:
+            self._on_batch(len(live), [started - r.enqueued_at for r in live])
+        try:
+            stacked = np.stack([r.item for r in live])
+            results = await loop.run_in_executor(self._executor, self._infer, stacked)
+            if len(results) != len(live):
+                raise ValueError(f"model returned {len(results)} rows for a batch of {len(live)}")
+        except Exception as error:  # any model failure fails this batch only
+            log.exception("model %s failed on a batch of %d", self._name, len(live))
+            for request in live:
+                if not request.future.done():
+                    request.future.set_exception(
+                        InferenceError(f"model {self._name} failed on this batch: {type(error).__name__}: {error}")
+                    )
+            return
+        for request, result in zip(live, results, strict=True):
+            if not request.future.done():
+                request.future.set_result(result)

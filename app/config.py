@@ -1,0 +1,37 @@
+"""Service configuration: one pydantic-settings class, read once at startup from `APP_*` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment variable = `APP_` + field name in upper case
+    (e.g. `APP_MAX_BATCH_SIZE=16`); lists such as `APP_CORS_ORIGINS` are JSON (`["https://a.example"]`)."""
+
+    model_config = SettingsConfigDict(env_prefix="APP_", frozen=True)
+
+    model_dir: Path = Field(_REPO_MODELS, description="root of models/<task>/<version>/; highest version served")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="images per model call at most")
+    max_wait_s: float = Field(0.005, ge=0, le=1, description="how long a busy batcher waits to fill a batch")
+    max_queue_size: int = Field(256, ge=1, description="images waiting per model before 503 Overloaded")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit (413 above)")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="pixels per image (413 above), checked before decoding")
+    max_files_per_request: int = Field(32, ge=1, description="images in one predict request (413 above)")
+    decode_threads: int = Field(2, ge=1, description="threads decoding and resizing uploads off the event loop")
+    inference_threads: int = Field(1, ge=1, description="threads running model calls (per service)")
+    tf_intra_op_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0: one per core)")
+    tf_inter_op_threads: int = Field(0, ge=0, description="TensorFlow inter-op threads (0: TensorFlow's choice)")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After header of 503 answers")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads every model)")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: none")

@@ -1,0 +1,130 @@
+"""The FastAPI application: `create_app()` wires settings, models (loaded in `lifespan`), routes, errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from pythonjsonlogger.json import JsonFormatter
+from starlette.exceptions import HTTPException
+
+from app import routes, v2
+from app.config import Settings
+from app.errors import ServiceError, Unavailable, status_code
+from app.metrics import Metrics
+from app.middleware import BodySizeLimit, record_metrics
+from app.registry import ModelLoader, load_saved_model
+from app.service import ModelService
+
+log = logging.getLogger(__name__)
+_STATIC = Path(__file__).resolve().parent / "static"
+
+
+def create_app(settings: Settings | None = None, *, loader: ModelLoader | None = None) -> FastAPI:
+    """Build the app. `settings` default to the environment; `loader` (tests) replaces SavedModel loading."""
+    settings = settings or Settings()
+    _configure_logging(settings)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if loader is None:
+            _configure_tensorflow(settings)
+        service = ModelService(settings, metrics, loader or load_saved_model)
+        app.state.service = service
+        service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="Image classification service",
+        version="1.0.0",
+        description="Classifies images with the TensorFlow models under models/. Errors: {\"detail\": reason}.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.middleware("http")(record_metrics(metrics, lambda task: app.state.service.is_known(task)))
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"])
+    _install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(v2.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(_STATIC / "index.html", media_type="text/html")
+
+    return app
+
+
+# ------------------------------------------------------------------------------------------- errors
+def error_response(path: str, status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """DESIGN.md's `{"detail": ...}`, or the Open Inference Protocol's `{"error": ...}` under /v2/."""
+    body = {"error": detail} if path.startswith("/v2/") else {"detail": detail}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, error: ServiceError) -> JSONResponse:
+        headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Unavailable) else None
+        status = status_code(error)
+        if status >= 500 and not isinstance(error, Unavailable):
+            log.error("%s %s failed: %s", request.method, request.url.path, error)
+        return error_response(request.url.path, status, str(error), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        reasons = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+            reasons.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
+        return error_response(request.url.path, 422, "; ".join(reasons) or "malformed request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        status, detail = error.status_code, str(error.detail)
+        if status == 400:  # only body parsing raises HTTPException(400); a malformed request is 422 here
+            status, detail = 422, f"malformed request body ({detail.rstrip('.')}); expected multipart/form-data or JSON"
+        return error_response(request.url.path, status, detail, dict(error.headers or {}) or None)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("%s %s: unexpected error", request.method, request.url.path)
+        return error_response(request.url.path, 500, "internal error; the service log has the details")
+
+
+# ---------------------------------------------------------------------------------------- runtime set-up
+def _configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.set_name("app")
+    root = logging.getLogger()
+    # Replace only our own handler (from an earlier create_app), never handlers the host installed.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "app"] + [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+def _configure_tensorflow(settings: Settings) -> None:
+    import tensorflow as tf
+
+    try:
+        if settings.tf_intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(settings.tf_intra_op_threads)
+        if settings.tf_inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(settings.tf_inter_op_threads)
+    except RuntimeError as error:  # TensorFlow was initialized earlier in this process (tests)
+        log.warning("TensorFlow thread settings not applied: %s", error)

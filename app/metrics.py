@@ -1,0 +1,38 @@
+"""Prometheus metrics of one app instance (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "http_requests", "HTTP requests by route, task and status code", ["route", "task", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds", "Request latency by route and task", ["route", "task"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.images = Counter("images_classified", "Images classified by task", ["task"], registry=r)
+        self.batch_size = Histogram("batch_size", "Images per model call", ["task"], buckets=_BATCH_BUCKETS, registry=r)
+        self.queue_wait = Histogram(
+            "batch_queue_wait_seconds", "Time an image waited for its model call", ["task"], buckets=_FAST_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("batch_queue_depth", "Images waiting for a model call", ["task"], registry=r)
+        self.inference = Histogram(
+            "model_inference_seconds", "Duration of one model call", ["task"], buckets=_FAST_BUCKETS, registry=r
+        )
+        self.decode = Histogram(
+            "image_decode_seconds", "Decode, orient and resize time per image", ["task"], buckets=_FAST_BUCKETS, registry=r
+        )
+        self.model_ready = Gauge("model_ready", "1 when the task's model is loaded and warmed", ["task", "version"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,112 @@
+"""The REST API of DESIGN.md: predict, model listing, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+
+from app.errors import ClientError, NotReady, PayloadTooLarge
+from app.imaging import ImageSpec
+from app.registry import LoadedModel
+from app.schemas import Health, ModelSummary, PredictResponse, Problem
+from app.service import ModelService, postprocess
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": Problem, "description": text}
+    for code, text in {
+        400: "corrupt or truncated image",
+        404: "unknown task",
+        413: "upload too large (bytes, pixels or number of files)",
+        415: "not an image type the service decodes",
+        422: "malformed request (no file, bad parameter)",
+        503: "model not ready, or overloaded (see Retry-After)",
+    }.items()
+}
+
+
+def _service(request: Request) -> ModelService:
+    service: ModelService = request.app.state.service
+    return service
+
+
+@router.post("/predict/{task}", response_model=PredictResponse, responses=_ERRORS, tags=["predict"])
+async def predict(
+    request: Request,
+    task: str,
+    file: Annotated[list[UploadFile], File(description="one or more image files (repeat the field)")],
+    top_k: Annotated[int | None, Query(ge=1, description="labels per image (default: all classes)")] = None,
+) -> PredictResponse:
+    """Classify one or more images; results come back in upload order."""
+    service = _service(request)
+    model = service.model(task)
+    limit = service.settings.max_files_per_request
+    if len(file) > limit:
+        raise PayloadTooLarge(f"{len(file)} files in one request; the limit is {limit}")
+    contents = [await upload.read() for upload in file]
+    images = await asyncio.gather(
+        *(_preprocess_named(service, task, upload.filename, data, model.spec) for upload, data in zip(file, contents, strict=True))
+    )
+    probabilities = await service.infer(task, images)
+    labels = model.metadata.labels
+    k = min(top_k or len(labels), len(labels))
+    return PredictResponse(
+        task=task,
+        model_version=model.metadata.version,
+        predictions=[postprocess(p, labels, k, upload.filename) for p, upload in zip(probabilities, file, strict=True)],
+    )
+
+
+async def _preprocess_named(
+    service: ModelService, task: str, filename: str | None, data: bytes, spec: ImageSpec
+) -> np.ndarray:
+    """Preprocess, naming the file in any client error so a multi-file request says which one failed."""
+    try:
+        return await service.preprocess(task, data, spec)
+    except ClientError as error:
+        raise type(error)(f"{filename or 'file'}: {error}") from error
+
+
+@router.get("/models", response_model=list[ModelSummary], tags=["models"])
+async def list_models(request: Request) -> list[ModelSummary]:
+    """Every served model with its labels, input size, version and test metrics."""
+    return [_summary(m) for m in _service(request).models()]
+
+
+@router.get("/models/{task}", response_model=ModelSummary, responses=_ERRORS, tags=["models"])
+async def get_model(request: Request, task: str) -> ModelSummary:
+    return _summary(_service(request).model(task))
+
+
+def _summary(model: LoadedModel) -> ModelSummary:
+    meta = model.metadata
+    return ModelSummary(
+        task=meta.task, version=meta.version, labels=meta.labels, input=meta.input,
+        architecture=meta.architecture, metrics=meta.metrics, metadata=meta.model_dump(),
+    )
+
+
+@router.get("/healthz", response_model=Health, tags=["health"])
+async def healthz() -> Health:
+    """Liveness: the process runs and answers."""
+    return Health(status="alive")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Problem}}, tags=["health"])
+async def readyz(request: Request) -> Health:
+    """Readiness: 200 once every model is loaded and warmed up (refused models are reported, not awaited)."""
+    service = _service(request)
+    if not service.ready:
+        status = "; ".join(f"{t}: {s}" for t, s in service.status().items()) or "no models found"
+        raise NotReady(f"not ready ({status})", service.settings.retry_after_s)
+    return Health(status="ready", models=service.status())
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

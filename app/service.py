@@ -1,0 +1,182 @@
+"""What the routes talk to: the models, their batchers, the decode pool, and the three pipeline steps.
+
+The pipeline is split as TorchServe's handlers split it: `preprocess` (bytes -> uint8 array, in the decode
+thread pool), `infer` (through the model's micro-batcher, the only shared step) and `postprocess`
+(probabilities -> labelled confidences). All are plain functions of their inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.batching import MicroBatcher
+from app.config import Settings
+from app.errors import NotReady, UnknownTask
+from app.imaging import ImageSpec, load_image
+from app.metrics import Metrics
+from app.registry import LoadedModel, ModelLoader, ModelLoadError, discover, load_saved_model
+from app.schemas import LabelConfidence, Prediction
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------- pipeline steps
+def preprocess(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:
+    """Image file bytes -> the model's uint8 input (the same function training used)."""
+    return load_image(data, spec, max_pixels=max_pixels)
+
+
+def postprocess(probabilities: np.ndarray, labels: Sequence[str], top_k: int, filename: str | None) -> Prediction:
+    """One row of probabilities -> the best label and the `top_k` labels by decreasing confidence."""
+    order = np.argsort(-probabilities, kind="stable")[:top_k]
+    ranked = [LabelConfidence(label=labels[i], confidence=round(float(probabilities[i]), 6)) for i in order]
+    return Prediction(filename=filename, label=ranked[0].label, confidence=ranked[0].confidence, top_k=ranked)
+
+
+# ------------------------------------------------------------------------------------ the service
+@dataclass
+class _Slot:
+    """A task's state: directory, then loaded model and batcher once ready, or the reason it failed."""
+
+    path: Path
+    model: LoadedModel | None = None
+    batcher: MicroBatcher | None = None
+    error: str | None = None
+
+
+class ModelService:
+    """Loads every model in the background, then serves them through one micro-batcher each."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, loader: ModelLoader = load_saved_model) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._loader = loader
+        self._slots: dict[str, _Slot] = {}
+        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self._infer_pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="infer")
+        self._loading: asyncio.Task[None] | None = None
+        self.loaded = asyncio.Event()
+
+    # ---------------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Find the model directories now; load and warm them up in the background."""
+        self._slots = {task: _Slot(path) for task, path in discover(self.settings.model_dir).items()}
+        log.info("found %d model(s) in %s: %s", len(self._slots), self.settings.model_dir, ", ".join(self._slots) or "none")
+        self._loading = asyncio.get_running_loop().create_task(self._load_all(), name="load-models")
+
+    async def stop(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            try:
+                await self._loading
+            except asyncio.CancelledError:
+                pass
+        for slot in self._slots.values():
+            if slot.batcher is not None:
+                await slot.batcher.stop()
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._infer_pool.shutdown(wait=True)
+
+    async def _load_all(self) -> None:
+        for task, slot in self._slots.items():
+            started = time.perf_counter()
+            try:
+                model = await asyncio.to_thread(self._loader, slot.path)
+                if model.metadata.task != task:
+                    raise ModelLoadError(f"{slot.path} holds task {model.metadata.task!r}, expected {task!r}")
+                await asyncio.to_thread(self._warm_up, model)
+            except ModelLoadError as error:
+                slot.error = str(error)
+                log.error("refusing model %s: %s", task, error)
+                continue
+            except Exception as error:  # a broken model must not stop the others from serving
+                slot.error = f"{type(error).__name__}: {error}"
+                log.exception("refusing model %s: %s", task, slot.error)
+                continue
+            slot.batcher = self._make_batcher(task, model)
+            slot.batcher.start()
+            slot.model = model
+            self.metrics.model_ready.labels(task, str(model.metadata.version)).set(1)
+            self.metrics.queue_depth.labels(task).set_function(lambda b=slot.batcher: b.queue_depth)
+            log.info("model %s v%d ready in %.1fs (%s)", task, model.metadata.version, time.perf_counter() - started, slot.path)
+        self.loaded.set()
+
+    def _warm_up(self, model: LoadedModel) -> None:
+        """Run a single image and a full batch so the first real requests don't pay for initialization."""
+        spec = model.spec
+        for n in (1, self.settings.max_batch_size):
+            probabilities = model.predict(np.zeros((n, spec.height, spec.width, spec.channels), np.uint8))
+            if probabilities.shape != (n, len(model.metadata.labels)):
+                raise ModelLoadError(f"{model.path}: warm-up returned shape {probabilities.shape}")
+
+    def _make_batcher(self, task: str, model: LoadedModel) -> MicroBatcher:
+        def infer(batch: np.ndarray) -> np.ndarray:
+            with self.metrics.inference.labels(task).time():
+                return model.predict(batch)
+
+        def observe(size: int, waits: Sequence[float]) -> None:
+            self.metrics.batch_size.labels(task).observe(size)
+            for wait in waits:
+                self.metrics.queue_wait.labels(task).observe(wait)
+
+        s = self.settings
+        return MicroBatcher(
+            infer, max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_s, max_queue_size=s.max_queue_size,
+            executor=self._infer_pool, retry_after_s=s.retry_after_s, on_batch=observe, name=task,
+        )
+
+    # ------------------------------------------------------------------------------------ queries
+    @property
+    def ready(self) -> bool:
+        """True once loading finished and at least one model serves (refused models are logged, not awaited)."""
+        return self.loaded.is_set() and any(slot.model is not None for slot in self._slots.values())
+
+    def status(self) -> dict[str, str]:
+        return {
+            task: "ready" if slot.model else (f"refused: {slot.error}" if slot.error else "loading")
+            for task, slot in self._slots.items()
+        }
+
+    def is_known(self, task: str) -> bool:
+        return task in self._slots
+
+    def models(self) -> list[LoadedModel]:
+        return [slot.model for slot in self._slots.values() if slot.model is not None]
+
+    def model(self, task: str) -> LoadedModel:
+        """The ready model of `task`; `UnknownTask` (404) or `NotReady` (503) otherwise."""
+        slot = self._slots.get(task)
+        if slot is None or slot.error is not None:
+            served = ", ".join(t for t, s in self._slots.items() if s.error is None) or "none"
+            reason = f" (its model was refused: {slot.error})" if slot is not None and slot.error else ""
+            raise UnknownTask(f"no model serves task {task!r}{reason}; served tasks: {served}")
+        if slot.model is None:
+            raise NotReady(f"model {task!r} is still loading", self.settings.retry_after_s)
+        return slot.model
+
+    # --------------------------------------------------------------------------------- the pipeline
+    async def preprocess(self, task: str, data: bytes, spec: ImageSpec) -> np.ndarray:
+        """Decode in the thread pool (Pillow releases the GIL), timing it."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            return await loop.run_in_executor(self._decode_pool, preprocess, data, spec, self.settings.max_image_pixels)
+        finally:
+            self.metrics.decode.labels(task).observe(time.perf_counter() - started)
+
+    async def infer(self, task: str, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Probabilities for each image, through the task's micro-batcher."""
+        slot = self._slots[task]
+        if slot.batcher is None:
+            raise NotReady(f"model {task!r} is still loading", self.settings.retry_after_s)
+        results = await slot.batcher.submit(images)
+        self.metrics.images.labels(task).inc(len(images))
+        return results

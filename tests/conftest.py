@@ -1,0 +1,164 @@
+"""Shared fixtures: image bytes made on the fly, and a fake model so service tests need no training.
+
+The fake model lives in a real model directory (`<tmp>/models/<task>/<version>/metadata.json`), so the
+service's discovery and metadata validation run for real; only the SavedModel call is replaced. Its
+prediction is readable: class 0 ("dark") has probability 1 - mean/255 and class 1 ("light") mean/255.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.config import Settings
+from app.main import create_app
+from app.registry import LoadedModel, read_metadata
+
+LABELS = ["dark", "light"]
+
+
+def image_bytes(color: Any = (255, 255, 255), size: tuple[int, int] = (64, 48), fmt: str = "PNG", mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def metadata(task: str = "shades", version: int = 1, **overrides: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "task": task,
+        "version": version,
+        "labels": LABELS,
+        "input": {"height": 16, "width": 16, "channels": 3, "resize": "bilinear"},
+        "signature": {"name": "serving_default", "input": "images", "output": "probabilities"},
+        "architecture": "fake",
+        "metrics": {"test_accuracy": 0.5, "test_examples": 2, "split": "none"},
+        "dataset": {"name": "fake", "train_examples": 0, "validation_examples": 0},
+        "training": {"epochs": 0, "seconds": 0.0, "command": "none", "tensorflow": "none"},
+        "created_at": "2026-01-01T00:00:00+00:00",
+    }
+    meta.update(overrides)
+    return meta
+
+
+def write_model_dir(root: Path, task: str = "shades", version: int = 1, **overrides: Any) -> Path:
+    path = root / task / str(version)
+    path.mkdir(parents=True)
+    (path / "metadata.json").write_text(json.dumps(metadata(task, version, **overrides)))
+    return path
+
+
+def brightness(batch: np.ndarray) -> np.ndarray:
+    light = batch.reshape(len(batch), -1).mean(axis=1) / 255.0
+    return np.stack([1 - light, light], axis=1).astype(np.float32)
+
+
+class FakeLoader:
+    """Loads metadata for real; `predict` is `brightness` unless a test swaps it. Records batch sizes."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.predict: Callable[[np.ndarray], np.ndarray] = brightness
+        self.delay_s = 0.0
+
+    def __call__(self, path: Path) -> LoadedModel:
+        def predict(batch: np.ndarray) -> np.ndarray:
+            self.batches.append(len(batch))
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            return self.predict(batch)
+
+        return LoadedModel(metadata=read_metadata(path), path=path, predict=predict)
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    write_model_dir(root)
+    return root
+
+
+@pytest.fixture
+def loader() -> FakeLoader:
+    return FakeLoader()
+
+
+@pytest.fixture
+def make_client(model_dir: Path, loader: FakeLoader) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(**settings: Any) -> TestClient:
+        settings.setdefault("model_dir", model_dir)
+        app = create_app(Settings(**settings), loader=loader)
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        wait_ready(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+@pytest.fixture
+def live_server(model_dir: Path, loader: FakeLoader) -> Iterator[Callable[..., tuple[str, int]]]:
+    """Start the app on a real uvicorn server (loopback, free port) in a thread."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(**settings: Any) -> tuple[str, int]:
+        settings.setdefault("model_dir", model_dir)
+        app = create_app(Settings(**settings), loader=loader)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started or not app.state.service.loaded.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError("live server did not start")
+            time.sleep(0.02)
+        servers.append((server, thread))
+        return "127.0.0.1", port
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
+
+
+def wait_ready(client: TestClient, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.app.state.service.loaded.is_set():  # type: ignore[attr-defined]
+            return
+        time.sleep(0.01)
+    raise TimeoutError("models did not load")
+
+
+async def started(app: FastAPI) -> Any:
+    """Enter `app`'s lifespan inside the running loop (for httpx.AsyncClient tests); wait for loading."""
+    context = app.router.lifespan_context(app)
+    await context.__aenter__()
+    await asyncio.wait_for(app.state.service.loaded.wait(), 10)
+    return context

@@ -1,0 +1,286 @@
+"""The REST API of DESIGN.md with a fake model: shapes, every error code, batching over HTTP, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import FakeLoader, image_bytes, started, write_model_dir
+
+BLACK = image_bytes((0, 0, 0))
+WHITE = image_bytes((255, 255, 255))
+
+
+def test_predict_returns_labelled_confidences_in_upload_order(client) -> None:
+    files = [("file", ("black.png", BLACK, "image/png")), ("file", ("white.jpg", image_bytes(fmt="JPEG"), "image/jpeg"))]
+    response = client.post("/predict/shades", files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["task"] == "shades" and body["model_version"] == 1
+    first, second = body["predictions"]
+    assert (first["filename"], first["label"]) == ("black.png", "dark")
+    assert (second["filename"], second["label"]) == ("white.jpg", "light")
+    assert first["confidence"] > 0.99
+    assert [entry["label"] for entry in first["top_k"]] == ["dark", "light"]
+    assert abs(sum(entry["confidence"] for entry in first["top_k"]) - 1) < 1e-5
+
+
+def test_top_k_limits_the_labels(client) -> None:
+    response = client.post("/predict/shades?top_k=1", files={"file": ("b.png", BLACK)})
+    assert [e["label"] for e in response.json()["predictions"][0]["top_k"]] == ["dark"]
+    response = client.post("/predict/shades?top_k=50", files={"file": ("b.png", BLACK)})
+    assert len(response.json()["predictions"][0]["top_k"]) == 2  # capped at the number of classes
+
+
+def test_models_endpoints_show_labels_input_version_and_metrics(client) -> None:
+    listing = client.get("/models").json()
+    assert [m["task"] for m in listing] == ["shades"]
+    one = client.get("/models/shades").json()
+    assert one["labels"] == ["dark", "light"]
+    assert one["input"]["height"] == 16 and one["version"] == 1
+    assert one["metrics"]["test_accuracy"] == 0.5
+    assert client.get("/models/nope").status_code == 404
+
+
+def test_health_and_readiness(client) -> None:
+    assert client.get("/healthz").json()["status"] == "alive"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["models"] == {"shades": "ready"}
+
+
+def test_readyz_is_503_while_models_load(model_dir, loader: FakeLoader) -> None:
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        app = create_app(Settings(model_dir=model_dir), loader=loader)
+
+        async def slow_start() -> None:
+            await gate.wait()
+
+        context = app.router.lifespan_context(app)
+        original = loader.__call__
+        loop = asyncio.get_running_loop()
+
+        def blocking_loader(path: Path):  # runs in a worker thread
+            asyncio.run_coroutine_threadsafe(slow_start(), loop).result()
+            return original(path)
+
+        app.state  # noqa: B018
+        await context.__aenter__()
+        app.state.service._loader = blocking_loader
+        app.state.service._loading.cancel()
+        app.state.service.loaded.clear()
+        app.state.service._loading = loop.create_task(app.state.service._load_all())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            not_ready = await http.get("/readyz")
+            assert not_ready.status_code == 503 and not_ready.headers["retry-after"] == "1"
+            loading = await http.post("/predict/shades", files={"file": ("b.png", BLACK)})
+            assert loading.status_code == 503 and "loading" in loading.json()["detail"]
+            gate.set()
+            await asyncio.wait_for(app.state.service.loaded.wait(), 5)
+            assert (await http.get("/readyz")).status_code == 200
+        await context.__aexit__(None, None, None)
+
+    asyncio.run(scenario())
+
+
+def test_unknown_task_is_404(client) -> None:
+    response = client.post("/predict/unicorns", files={"file": ("b.png", BLACK)})
+    assert response.status_code == 404
+    assert "unicorns" in response.json()["detail"] and "shades" in response.json()["detail"]
+
+
+def test_corrupt_image_is_400_and_names_the_file(client) -> None:
+    truncated = image_bytes(fmt="JPEG", size=(200, 200))[:300]
+    response = client.post("/predict/shades", files=[("file", ("ok.png", BLACK)), ("file", ("broken.jpg", truncated))])
+    assert response.status_code == 400
+    assert "broken.jpg" in response.json()["detail"]
+
+
+def test_non_image_is_415(client) -> None:
+    response = client.post("/predict/shades", files={"file": ("notes.txt", b"hello, I am not an image", "text/plain")})
+    assert response.status_code == 415
+    assert "JPEG" in response.json()["detail"]
+
+
+def test_decompression_bomb_is_413_before_decoding(make_client) -> None:
+    client = make_client(max_image_pixels=1_000_000)
+    buffer = io.BytesIO()
+    Image.new("1", (4000, 4000)).save(buffer, format="PNG")  # 16 Mpx in a few kB
+    response = client.post("/predict/shades", files={"file": ("bomb.png", buffer.getvalue())})
+    assert response.status_code == 413
+    assert "pixels" in response.json()["detail"]
+
+
+def test_upload_over_byte_limit_is_413(make_client) -> None:
+    client = make_client(max_upload_bytes=10_000)
+    response = client.post("/predict/shades", files={"file": ("big.bin", b"\xff" * 20_000)})
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+
+
+def test_chunked_upload_over_byte_limit_is_413_without_reading_it_all(live_server) -> None:
+    """On a real server: a chunked body with no Content-Length is cut off once it passes the limit."""
+    host, port = live_server(max_upload_bytes=10_000)
+    chunks_sent = 0
+    reply = b""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /predict/shades HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+        )
+        preamble = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+        sock.sendall(f"{len(preamble):x}\r\n".encode() + preamble + b"\r\n")
+        sock.setblocking(False)
+        for _ in range(2000):  # offers 2 MB in 1 kB chunks
+            try:
+                sock.sendall(b"400\r\n" + b"\0" * 1024 + b"\r\n")
+                chunks_sent += 1
+                reply += sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if b"\r\n\r\n" in reply:
+                break
+            time.sleep(0.001)
+        sock.setblocking(True)
+        while b"\r\n\r\n" not in reply:
+            data = sock.recv(65536)
+            if not data:
+                break
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert chunks_sent < 2000, "the server read the whole body although the limit was passed early"
+
+
+def test_too_many_files_is_413(make_client) -> None:
+    client = make_client(max_files_per_request=2)
+    response = client.post("/predict/shades", files=[("file", (f"{i}.png", BLACK)) for i in range(3)])
+    assert response.status_code == 413
+
+
+def test_missing_file_and_bad_parameters_are_422(client) -> None:
+    assert client.post("/predict/shades").status_code == 422
+    assert client.post("/predict/shades", data={"other": "x"}).status_code == 422
+    response = client.post("/predict/shades?top_k=0", files={"file": ("b.png", BLACK)})
+    assert response.status_code == 422 and "top_k" in response.json()["detail"]
+    response = client.post("/predict/shades?top_k=abc", files={"file": ("b.png", BLACK)})
+    assert response.status_code == 422
+    garbage = client.post("/predict/shades", content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=x"})
+    assert garbage.status_code in (400, 422) and garbage.status_code != 500
+
+
+def test_model_failure_is_500_for_that_batch_only_and_the_service_keeps_serving(client, loader: FakeLoader) -> None:
+    def explode(batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("GPU on fire")
+
+    loader.predict = explode
+    failed = client.post("/predict/shades", files={"file": ("b.png", BLACK)})
+    assert failed.status_code == 500 and "GPU on fire" in failed.json()["detail"]
+    from tests.conftest import brightness
+
+    loader.predict = brightness
+    assert client.post("/predict/shades", files={"file": ("b.png", BLACK)}).status_code == 200
+
+
+def test_full_queue_is_503_with_retry_after(model_dir, loader: FakeLoader) -> None:
+    loader.delay_s = 0.3
+
+    async def scenario() -> list[httpx.Response]:
+        app = create_app(Settings(model_dir=model_dir, max_queue_size=2, max_batch_size=1, max_wait_s=0), loader=loader)
+        context = await started(app)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            responses = await asyncio.gather(
+                *(http.post("/predict/shades", files={"file": (f"{i}.png", BLACK)}) for i in range(8))
+            )
+        await context.__aexit__(None, None, None)
+        return list(responses)
+
+    responses = asyncio.run(scenario())
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 503}, codes
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "1" and "overloaded" in refused.json()["detail"]
+
+
+def test_concurrent_clients_are_batched_and_metrics_show_it(model_dir, loader: FakeLoader) -> None:
+    loader.delay_s = 0.05
+
+    async def scenario() -> tuple[list[httpx.Response], str]:
+        app = create_app(Settings(model_dir=model_dir, max_batch_size=32, max_wait_s=0.02), loader=loader)
+        context = await started(app)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            shades = [BLACK if i % 2 else WHITE for i in range(24)]
+            responses = await asyncio.gather(
+                *(http.post("/predict/shades", files={"file": (f"{i}.png", data)}) for i, data in enumerate(shades))
+            )
+            metrics = (await http.get("/metrics")).text
+        await context.__aexit__(None, None, None)
+        return list(responses), metrics
+
+    responses, metrics = asyncio.run(scenario())
+    assert all(r.status_code == 200 for r in responses)
+    labels = [r.json()["predictions"][0]["label"] for r in responses]
+    assert labels == ["light" if i % 2 == 0 else "dark" for i in range(24)]  # each client got its own answer
+    model_calls = [size for size in loader.batches if size != 32 and size != 1 or size > 1]
+    assert max(loader.batches[2:]) > 1, loader.batches  # [0:2] are the warm-up calls
+    assert len(loader.batches) - 2 < 24
+    assert 'batch_size_count{task="shades"}' in metrics
+    assert 'http_requests_total{route="/predict/{task}",status="200",task="shades"} 24.0' in metrics
+    for name in ("batch_queue_wait_seconds_bucket", "batch_queue_depth", "image_decode_seconds_bucket", "http_request_duration_seconds_bucket"):
+        assert name in metrics
+    del model_calls
+
+
+def test_metric_labels_do_not_grow_with_unknown_tasks(client) -> None:
+    for name in ("a", "b", "c"):
+        client.post(f"/predict/{name}", files={"file": ("b.png", BLACK)})
+    metrics = client.get("/metrics").text
+    assert 'task="other"' in metrics and 'task="a"' not in metrics
+
+
+def test_refused_model_is_logged_and_the_others_serve(model_dir: Path, loader: FakeLoader, caplog) -> None:
+    broken = write_model_dir(model_dir, task="broken")
+    (broken / "metadata.json").write_text('{"task": "broken"}')
+    (model_dir / "nometa" / "1").mkdir(parents=True)
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import wait_ready
+
+    with TestClient(create_app(Settings(model_dir=model_dir), loader=loader)) as client:
+        wait_ready(client)
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/predict/shades", files={"file": ("b.png", BLACK)}).status_code == 200
+        refused = client.post("/predict/broken", files={"file": ("b.png", BLACK)})
+        assert refused.status_code == 404 and "refused" in refused.json()["detail"]
+        status = client.get("/readyz").json()["models"]
+        assert status["shades"] == "ready" and status["nometa"].startswith("refused: ")
+    refusals = [r.getMessage() for r in caplog.records if "refusing model" in r.getMessage()]
+    assert len(refusals) == 2 and any("metadata.json is missing" in m for m in refusals)
+
+
+def test_highest_version_is_served(model_dir: Path, loader: FakeLoader) -> None:
+    write_model_dir(model_dir, version=3)
+    write_model_dir(model_dir, version=12)
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import wait_ready
+
+    with TestClient(create_app(Settings(model_dir=model_dir), loader=loader)) as client:
+        wait_ready(client)
+        assert client.get("/models/shades").json()["version"] == 12
+
+
+def test_index_page_is_served(client) -> None:
+    response = client.get("/")
+    assert response.status_code == 200 and "text/html" in response.headers["content-type"]
