@@ -233,20 +233,27 @@ def fit(
     patience: int,
     learning_rate: float = 1e-3,
     initial_epoch: int = 0,
+    label_smoothing: float = 0.0,
 ) -> dict[str, list[float]]:
     """Compile and fit with early stopping on validation loss, keeping the best weights; returns history."""
     import keras
+    import tensorflow as tf
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    loss: keras.losses.Loss = keras.losses.SparseCategoricalCrossentropy()
+    if label_smoothing:  # Keras' sparse loss has no smoothing: one-hot the labels instead
+        classes = model.output_shape[-1]
+        train, val = (d.map(lambda x, y: (x, tf.one_hot(y, classes))) for d in (train, val))
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+        # Smaller steps once validation stalls; patience below early stopping's so it gets a chance.
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, patience // 2), min_lr=1e-6),
+    ]
     history = model.fit(
-        train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch, callbacks=[stop], verbose=2
+        train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=2
     )
-    return {k: [float(v) for v in values] for k, values in history.history.items()}
+    return {k: [float(v) for v in values] for k, values in history.history.items() if k != "learning_rate"}
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -328,10 +335,23 @@ def run(task: Task, argv: Sequence[str] | None = None) -> Path:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(task, argv)
     args.command = f"python -m training.{task.name} {shlex.join(argv)}".strip()
+    args.git_commit = _git_commit()  # now, before anything can change the tree during a long run
     try:
         return _run(task, args)
     except TrainingError as error:
         sys.exit(f"error: {error}")
+
+
+def _git_commit() -> str | None:
+    """The commit the training code came from, with "+dirty" if it had uncommitted changes."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "training", "app"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
 
 
 def _run(task: Task, args: argparse.Namespace) -> Path:
@@ -408,6 +428,7 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
             "seed": args.seed,
             "history": history,
             "command": args.command,
+            "git_commit": args.git_commit,
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "devices": [d.device_type for d in tf.config.list_physical_devices()],

@@ -99,18 +99,17 @@ def build_tutorial(num_classes: int) -> keras.Model:
 def build_cnn(num_classes: int) -> keras.Model:
     inputs = keras.Input((28, 28, 1))
     x = layers.Rescaling(1 / 255)(inputs)
-    x = layers.RandomTranslation(0.08, 0.08, fill_mode="constant")(x)
-    x = layers.RandomFlip("horizontal")(x)
+    x = layers.RandomFlip("horizontal")(x)  # garments are left-right symmetric; shifts hurt at 28x28
     for filters in (32, 64):
         for _ in range(2):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             x = layers.BatchNormalization()(x)
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D()(x)
-        x = layers.Dropout(0.25)(x)
+        x = layers.Dropout(0.2)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(256, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
+    x = layers.Dropout(0.4)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="fashion_mnist_cnn")
 
@@ -127,8 +126,9 @@ TASK_SPEC = common.Task(
     default_arch="cnn",
     load_data=load_data,
     build_model=build_model,
-    default_epochs={"tutorial": 10, "cnn": 20},
+    default_epochs={"tutorial": 10, "cnn": 25},
     default_batch_size=128,
+    default_patience=5,
     auto_invert=True,
     input_notes=INPUT_NOTES,
 )

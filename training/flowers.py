@@ -82,7 +82,8 @@ TASK_SPEC = common.Task(
     load_data=load_data,
     build_model=build_model,
     fit=fit,
-    default_epochs={"tutorial": 15, "efficientnet_lite0": 8},
+    default_epochs={"tutorial": 15, "efficientnet_lite0": 10},
+    default_patience=4,
 )
 
 

@@ -16,7 +16,8 @@ from training import common, efficientnet_lite
 
 HEAD_LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 1e-4
-FINE_TUNE_FROM_BLOCK = 11  # the last two stages (blocks 11-15) and the head conv are fine-tuned
+FINE_TUNE_FROM_BLOCK = 8  # the last three stages (blocks 8-15) and the head conv are fine-tuned
+LABEL_SMOOTHING = 0.1  # keeps the small dataset from making the head overconfident
 BACKBONE_NAME = "backbone"
 
 
@@ -54,7 +55,10 @@ def build_efficientnet_lite0(args: argparse.Namespace, spec: ImageSpec, num_clas
 
 def fit_two_phase(model: keras.Model, train: Any, val: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     """`--epochs` epochs (at most) for the head, then as many for fine-tuning the top blocks."""
-    history = common.fit(model, train, val, epochs=args.epochs, patience=args.patience, learning_rate=HEAD_LEARNING_RATE)
+    history = common.fit(
+        model, train, val, epochs=args.epochs, patience=args.patience,
+        learning_rate=HEAD_LEARNING_RATE, label_smoothing=LABEL_SMOOTHING,
+    )
     backbone = model.get_layer(BACKBONE_NAME)
     backbone.trainable = True
     for layer in backbone.layers:
@@ -64,6 +68,6 @@ def fit_two_phase(model: keras.Model, train: Any, val: Any, args: argparse.Names
         layer.trainable = top and not isinstance(layer, layers.BatchNormalization)
     fine = common.fit(
         model, train, val, epochs=args.epochs, patience=args.patience,
-        learning_rate=FINE_TUNE_LEARNING_RATE, initial_epoch=len(history["loss"]),
+        learning_rate=FINE_TUNE_LEARNING_RATE, initial_epoch=len(history["loss"]), label_smoothing=LABEL_SMOOTHING,
     )
     return {key: history[key] + fine[key] for key in history}

@@ -1,0 +1,170 @@
+"""Each task's entry point on a tiny dataset generated here, in the layout of the real one: one epoch,
+an exported SavedModel that answers the documented signature, complete metadata, and clear errors for
+bad data directories."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training import cats_vs_dogs, fashion_mnist, flowers, rps
+
+REQUIRED = {"task", "version", "labels", "input", "signature", "architecture", "metrics", "dataset", "training", "created_at"}
+
+
+def _image(rng: np.random.Generator, index: int, fmt: str, mode: str = "RGB", size: tuple[int, int] = (48, 40)) -> bytes:
+    base = np.full((size[1], size[0], 3), 40 + 50 * index, np.uint8) + rng.integers(0, 30, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(base).convert(mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def image_folder(root: Path, classes: list[str], per_class: int, fmt: str = "JPEG", mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(0)
+    suffix = ".jpg" if fmt == "JPEG" else ".png"
+    for index, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            (root / name / f"{name}.{i}{suffix}").write_bytes(_image(rng, index, fmt, mode))
+    return root
+
+
+def idx_files(root: Path, train: int = 120, test: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    for prefix, count in (("train", train), ("t10k", test)):
+        labels = np.arange(count) % 10
+        images = rng.integers(0, 255, (count, 28, 28), dtype=np.uint8)
+        header = (0x803).to_bytes(4, "big") + count.to_bytes(4, "big") + (28).to_bytes(4, "big") + (28).to_bytes(4, "big")
+        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + images.tobytes()))
+        label_header = (0x801).to_bytes(4, "big") + count.to_bytes(4, "big")
+        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(label_header + labels.astype(np.uint8).tobytes()))
+    return root
+
+
+def check_export(version_dir: Path, task: str, labels: list[str]) -> dict:
+    import tensorflow as tf
+
+    meta = json.loads((version_dir / "metadata.json").read_text())
+    assert REQUIRED <= set(meta)
+    assert meta["task"] == task and meta["labels"] == labels and meta["version"] == int(version_dir.name)
+    assert {"test_accuracy", "test_examples", "split", "per_class", "confusion_matrix"} <= set(meta["metrics"])
+    assert {"epochs", "seconds", "command", "tensorflow"} <= set(meta["training"])
+    assert meta["training"]["command"].startswith(f"python -m training.{task}")
+    for plot in ("training_curves.png", "confusion_matrix.png", "test_predictions.png"):
+        assert (version_dir / plot).stat().st_size > 1000
+    info = meta["input"]
+    loaded = tf.saved_model.load(str(version_dir))
+    serve = loaded.signatures[meta["signature"]["name"]]
+    batch = np.random.default_rng(0).integers(0, 255, (3, info["height"], info["width"], info["channels"]), dtype=np.uint8)
+    probabilities = serve(**{meta["signature"]["input"]: tf.constant(batch)})[meta["signature"]["output"]].numpy()
+    assert probabilities.shape == (3, len(labels))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    return meta
+
+
+def test_flowers_trains_exports_and_counts_corrupt_files(tmp_path: Path) -> None:
+    data = image_folder(tmp_path / "flower_photos", flowers.LABELS, per_class=7)
+    (data / "roses" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    flowers.main(["--data-dir", str(data), "--epochs", "1", "--batch-size", "8", "--output-dir", str(tmp_path / "models")])
+    meta = check_export(tmp_path / "models" / "flowers" / "1", "flowers", flowers.LABELS)
+    assert meta["architecture"] == "efficientnet_lite0" and meta["input"]["height"] == 224
+    assert meta["dataset"]["skipped_files"] == 1
+    assert meta["training"]["epochs"] == 2  # one epoch of the head, one of fine-tuning
+
+
+def test_cats_vs_dogs_uses_validation_folder_as_test_split(tmp_path: Path) -> None:
+    root = tmp_path / "cats_and_dogs_filtered"
+    image_folder(root / "train", ["cats", "dogs"], per_class=6)
+    image_folder(root / "validation", ["cats", "dogs"], per_class=3)
+    cats_vs_dogs.main(["--data-dir", str(root), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m")])
+    meta = check_export(tmp_path / "m" / "cats_vs_dogs" / "1", "cats_vs_dogs", ["cat", "dog"])
+    assert meta["metrics"]["test_examples"] == 6
+    assert meta["input"] == {"height": 160, "width": 160, "channels": 3, "resize": "bilinear"}
+
+
+def test_rps_reads_rgba_pngs_and_writes_the_next_version(tmp_path: Path) -> None:
+    root = tmp_path / "rps"
+    image_folder(root / "train", rps.LABELS, per_class=8, fmt="PNG", mode="RGBA")
+    image_folder(root / "test", rps.LABELS, per_class=2, fmt="PNG", mode="RGBA")
+    (tmp_path / "m" / "rps" / "4").mkdir(parents=True)
+    rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m")])
+    check_export(tmp_path / "m" / "rps" / "5", "rps", rps.LABELS)
+
+
+def test_fashion_mnist_reads_idx_files_and_inverts_light_backgrounds(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    data = idx_files(tmp_path / "fashion")
+    fashion_mnist.main(["--data-dir", str(data), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m")])
+    version_dir = tmp_path / "m" / "fashion_mnist" / "1"
+    meta = check_export(version_dir, "fashion_mnist", fashion_mnist.LABELS)
+    assert meta["metrics"]["test_examples"] == 40 and meta["input"]["auto_invert"] is True
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    garment = np.zeros((1, 28, 28, 1), np.uint8)
+    garment[:, 6:22, 8:20] = 200  # light garment on dark background, as in the dataset
+    photo = 255 - garment  # the same garment photographed dark on a light background
+    dark, light = (serve(images=tf.constant(x))["probabilities"].numpy() for x in (garment, photo))
+    np.testing.assert_allclose(dark, light, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: root / "missing", "does not exist"),
+        (lambda root: root, "missing"),
+        (lambda root: image_folder(root, ["daisy", "dandelion", "roses", "sunflowers"], 2), "missing ['tulips']"),
+        (lambda root: (image_folder(root, flowers.LABELS[:4], 2), (root / "tulips").mkdir(), root)[2], "holds no image files"),
+    ],
+)
+def test_bad_data_directory_stops_with_one_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Callable[[Path], Path], message: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        flowers.main(["--data-dir", str(make(tmp_path)), "--output-dir", str(tmp_path / "m")])
+    assert str(stopped.value).startswith("error: ") and message in str(stopped.value)
+
+
+def test_class_with_only_corrupt_files_is_a_clear_error(tmp_path: Path) -> None:
+    image_folder(tmp_path, flowers.LABELS, 2)
+    for path in (tmp_path / "tulips").iterdir():
+        path.write_bytes(b"garbage")
+    with pytest.raises(SystemExit, match="no decodable image"):
+        flowers.main(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "m")])
+
+
+def test_malformed_idx_file_is_a_clear_error(tmp_path: Path) -> None:
+    data = idx_files(tmp_path / "fashion")
+    (data / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 20))
+    with pytest.raises(SystemExit, match="not an IDX label file"):
+        fashion_mnist.main(["--data-dir", str(data), "--output-dir", str(tmp_path / "m")])
+
+
+def test_vgg16_offline_without_weights_tells_how_to_pass_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    root = tmp_path / "cd"
+    image_folder(root / "train", ["cats", "dogs"], per_class=5)
+    image_folder(root / "validation", ["cats", "dogs"], per_class=2)
+    with pytest.raises(SystemExit, match="--backbone-weights PATH"):
+        cats_vs_dogs.main(["--data-dir", str(root), "--arch", "vgg16", "--output-dir", str(tmp_path / "m")])
+
+
+def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        rps.main(["--help"])
+    assert stopped.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--data-dir", "--arch", "--epochs", "--batch-size", "--output-dir", "--version", "--seed", "--backbone-weights"):
+        assert option in text
