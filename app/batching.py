@@ -15,6 +15,7 @@ cheaper per image than an extra call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -88,10 +89,8 @@ class MicroBatcher:
         """Stop the background task and fail every request still queued with `NotReady`."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         while not self._queue.empty():
             request = self._queue.get_nowait()

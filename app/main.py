@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     app = FastAPI(
         title="Image classification service",
         version="1.0.0",
-        description="Classifies images with the TensorFlow models under models/. Errors: {\"detail\": reason}.",
+        description='Classifies images with the TensorFlow models under models/. Errors: {"detail": reason}.',
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -55,7 +55,9 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.middleware("http")(record_metrics(metrics, lambda task: app.state.service.is_known(task)))
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
     _install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(v2.router)

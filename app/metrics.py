@@ -17,22 +17,35 @@ class Metrics:
             "http_requests", "HTTP requests by route, task and status code", ["route", "task", "status"], registry=r
         )
         self.latency = Histogram(
-            "http_request_duration_seconds", "Request latency by route and task", ["route", "task"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "http_request_duration_seconds",
+            "Request latency by route and task",
+            ["route", "task"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.images = Counter("images_classified", "Images classified by task", ["task"], registry=r)
         self.batch_size = Histogram("batch_size", "Images per model call", ["task"], buckets=_BATCH_BUCKETS, registry=r)
         self.queue_wait = Histogram(
-            "batch_queue_wait_seconds", "Time an image waited for its model call", ["task"], buckets=_FAST_BUCKETS, registry=r
+            "batch_queue_wait_seconds",
+            "Time an image waited for its model call",
+            ["task"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge("batch_queue_depth", "Images waiting for a model call", ["task"], registry=r)
         self.inference = Histogram(
             "model_inference_seconds", "Duration of one model call", ["task"], buckets=_FAST_BUCKETS, registry=r
         )
         self.decode = Histogram(
-            "image_decode_seconds", "Decode, orient and resize time per image", ["task"], buckets=_FAST_BUCKETS, registry=r
+            "image_decode_seconds",
+            "Decode, orient and resize time per image",
+            ["task"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
         )
-        self.model_ready = Gauge("model_ready", "1 when the task's model is loaded and warmed", ["task", "version"], registry=r)
+        self.model_ready = Gauge(
+            "model_ready", "1 when the task's model is loaded and warmed", ["task", "version"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -114,4 +114,6 @@ def _check_signature(function: Any, metadata: ModelMetadata, version_dir: Path) 
         raise ModelLoadError(f"{version_dir}: signature outputs {sorted(outputs)} lack metadata output {sig.output!r}")
     classes = outputs[sig.output].shape.as_list()[-1]
     if classes != len(metadata.labels):
-        raise ModelLoadError(f"{version_dir}: model outputs {classes} classes, metadata lists {len(metadata.labels)} labels")
+        raise ModelLoadError(
+            f"{version_dir}: model outputs {classes} classes, metadata lists {len(metadata.labels)} labels"
+        )

@@ -49,7 +49,10 @@ async def predict(
         raise PayloadTooLarge(f"{len(file)} files in one request; the limit is {limit}")
     contents = [await upload.read() for upload in file]
     images = await asyncio.gather(
-        *(_preprocess_named(service, task, upload.filename, data, model.spec) for upload, data in zip(file, contents, strict=True))
+        *(
+            _preprocess_named(service, task, upload.filename, data, model.spec)
+            for upload, data in zip(file, contents, strict=True)
+        )
     )
     probabilities = await service.infer(task, images)
     labels = model.metadata.labels
@@ -85,8 +88,13 @@ async def get_model(request: Request, task: str) -> ModelSummary:
 def _summary(model: LoadedModel) -> ModelSummary:
     meta = model.metadata
     return ModelSummary(
-        task=meta.task, version=meta.version, labels=meta.labels, input=meta.input,
-        architecture=meta.architecture, metrics=meta.metrics, metadata=meta.model_dump(),
+        task=meta.task,
+        version=meta.version,
+        labels=meta.labels,
+        input=meta.input,
+        architecture=meta.architecture,
+        metrics=meta.metrics,
+        metadata=meta.model_dump(),
     )
 
 

@@ -8,6 +8,7 @@ thread pool), `infer` (through the model's micro-batcher, the only shared step) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -69,16 +70,16 @@ class ModelService:
     def start(self) -> None:
         """Find the model directories now; load and warm them up in the background."""
         self._slots = {task: _Slot(path) for task, path in discover(self.settings.model_dir).items()}
-        log.info("found %d model(s) in %s: %s", len(self._slots), self.settings.model_dir, ", ".join(self._slots) or "none")
+        log.info(
+            "found %d model(s) in %s: %s", len(self._slots), self.settings.model_dir, ", ".join(self._slots) or "none"
+        )
         self._loading = asyncio.get_running_loop().create_task(self._load_all(), name="load-models")
 
     async def stop(self) -> None:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._loading
-            except asyncio.CancelledError:
-                pass
         for slot in self._slots.values():
             if slot.batcher is not None:
                 await slot.batcher.stop()
@@ -101,13 +102,22 @@ class ModelService:
                 slot.error = f"{type(error).__name__}: {error}"
                 log.exception("refusing model %s: %s", task, slot.error)
                 continue
-            slot.batcher = self._make_batcher(task, model)
-            slot.batcher.start()
-            slot.model = model
-            self.metrics.model_ready.labels(task, str(model.metadata.version)).set(1)
-            self.metrics.queue_depth.labels(task).set_function(lambda b=slot.batcher: b.queue_depth)
-            log.info("model %s v%d ready in %.1fs (%s)", task, model.metadata.version, time.perf_counter() - started, slot.path)
+            self._serve(task, slot, model)
+            log.info(
+                "model %s v%d ready in %.1fs (%s)",
+                task,
+                model.metadata.version,
+                time.perf_counter() - started,
+                slot.path,
+            )
         self.loaded.set()
+
+    def _serve(self, task: str, slot: _Slot, model: LoadedModel) -> None:
+        batcher = self._make_batcher(task, model)
+        batcher.start()
+        slot.batcher, slot.model = batcher, model
+        self.metrics.model_ready.labels(task, str(model.metadata.version)).set(1)
+        self.metrics.queue_depth.labels(task).set_function(lambda: batcher.queue_depth)
 
     def _warm_up(self, model: LoadedModel) -> None:
         """Run a single image and a full batch so the first real requests don't pay for initialization."""
@@ -129,8 +139,14 @@ class ModelService:
 
         s = self.settings
         return MicroBatcher(
-            infer, max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_s, max_queue_size=s.max_queue_size,
-            executor=self._infer_pool, retry_after_s=s.retry_after_s, on_batch=observe, name=task,
+            infer,
+            max_batch_size=s.max_batch_size,
+            max_wait_s=s.max_wait_s,
+            max_queue_size=s.max_queue_size,
+            executor=self._infer_pool,
+            retry_after_s=s.retry_after_s,
+            on_batch=observe,
+            name=task,
         )
 
     # ------------------------------------------------------------------------------------ queries

@@ -81,8 +81,10 @@ async def infer(request: Request, task: str, body: V2InferRequest) -> V2InferRes
         id=body.id,
         outputs=[
             V2Tensor(
-                name=model.metadata.signature.output, datatype="FP32",
-                shape=list(probabilities.shape), data=probabilities.ravel().tolist(),
+                name=model.metadata.signature.output,
+                datatype="FP32",
+                shape=list(probabilities.shape),
+                data=probabilities.ravel().tolist(),
             )
         ],
     )
@@ -97,7 +99,9 @@ def _check_count(service: ModelService, count: int) -> None:
 
 async def _decode_bytes(service: ModelService, task: str, model: LoadedModel, tensor: V2Tensor) -> list[np.ndarray]:
     if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data):
-        raise InvalidRequest(f"BYTES input shape must be [{len(tensor.data)}] for {len(tensor.data)} images, got {tensor.shape}")
+        raise InvalidRequest(
+            f"BYTES input shape must be [{len(tensor.data)}] for {len(tensor.data)} images, got {tensor.shape}"
+        )
     _check_count(service, len(tensor.data))
     files: list[bytes] = []
     for index, item in enumerate(tensor.data):
@@ -127,7 +131,9 @@ def _pixels(model: LoadedModel, tensor: V2Tensor) -> list[np.ndarray]:
     except (ValueError, TypeError, OverflowError) as error:
         raise InvalidRequest(f"UINT8 data must be integers: {error}") from error
     if flat.size != int(np.prod(tensor.shape)):
-        raise InvalidRequest(f"UINT8 data has {flat.size} values, shape {tensor.shape} needs {int(np.prod(tensor.shape))}")
+        raise InvalidRequest(
+            f"UINT8 data has {flat.size} values, shape {tensor.shape} needs {int(np.prod(tensor.shape))}"
+        )
     if flat.size and (flat.min() < 0 or flat.max() > 255):
         raise InvalidRequest("UINT8 values must be in 0..255")
     return list(flat.astype(np.uint8).reshape(tensor.shape))

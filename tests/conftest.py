@@ -31,7 +31,9 @@ from app.registry import LoadedModel, read_metadata
 LABELS = ["dark", "light"]
 
 
-def image_bytes(color: Any = (255, 255, 255), size: tuple[int, int] = (64, 48), fmt: str = "PNG", mode: str = "RGB") -> bytes:
+def image_bytes(
+    color: Any = (255, 255, 255), size: tuple[int, int] = (64, 48), fmt: str = "PNG", mode: str = "RGB"
+) -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size, color).save(buffer, format=fmt)
     return buffer.getvalue()

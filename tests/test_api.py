@@ -21,7 +21,10 @@ WHITE = image_bytes((255, 255, 255))
 
 
 def test_predict_returns_labelled_confidences_in_upload_order(client) -> None:
-    files = [("file", ("black.png", BLACK, "image/png")), ("file", ("white.jpg", image_bytes(fmt="JPEG"), "image/jpeg"))]
+    files = [
+        ("file", ("black.png", BLACK, "image/png")),
+        ("file", ("white.jpg", image_bytes(fmt="JPEG"), "image/jpeg")),
+    ]
     response = client.post("/predict/shades", files=files)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -176,7 +179,9 @@ def test_missing_file_and_bad_parameters_are_422(client) -> None:
     assert response.status_code == 422 and "top_k" in response.json()["detail"]
     response = client.post("/predict/shades?top_k=abc", files={"file": ("b.png", BLACK)})
     assert response.status_code == 422
-    garbage = client.post("/predict/shades", content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=x"})
+    garbage = client.post(
+        "/predict/shades", content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=x"}
+    )
     assert garbage.status_code in (400, 422) and garbage.status_code != 500
 
 
@@ -232,12 +237,17 @@ def test_concurrent_clients_are_batched_and_metrics_show_it(model_dir, loader: F
     assert all(r.status_code == 200 for r in responses)
     labels = [r.json()["predictions"][0]["label"] for r in responses]
     assert labels == ["light" if i % 2 == 0 else "dark" for i in range(24)]  # each client got its own answer
-    model_calls = [size for size in loader.batches if size != 32 and size != 1 or size > 1]
+    model_calls = [size for size in loader.batches if (size != 32 and size != 1) or size > 1]
     assert max(loader.batches[2:]) > 1, loader.batches  # [0:2] are the warm-up calls
     assert len(loader.batches) - 2 < 24
     assert 'batch_size_count{task="shades"}' in metrics
     assert 'http_requests_total{route="/predict/{task}",status="200",task="shades"} 24.0' in metrics
-    for name in ("batch_queue_wait_seconds_bucket", "batch_queue_depth", "image_decode_seconds_bucket", "http_request_duration_seconds_bucket"):
+    for name in (
+        "batch_queue_wait_seconds_bucket",
+        "batch_queue_depth",
+        "image_decode_seconds_bucket",
+        "http_request_duration_seconds_bucket",
+    ):
         assert name in metrics
     del model_calls
 

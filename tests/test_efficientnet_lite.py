@@ -36,13 +36,15 @@ def test_state_dict_reader_refuses_arbitrary_globals(tmp_path: Path) -> None:
         for header in (0x1950A86A20F9469CFC6C, 1001, {}):
             pickle.dump(header, file, protocol=2)
         file.write(b"cos\nsystem\n(S'echo pwned'\ntR.")  # os.system("echo pwned")
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load os.system"):
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load os\.system"):
         load_state_dict(path)
 
 
 def test_logits_match_the_pytorch_reference(keras_model) -> None:
     torch = pytest.importorskip("torch", reason="PyTorch is not installed: `pip install torch==2.13.0` to compare")
-    reference = pytest.importorskip("efficientnet_lite_pytorch", reason="`pip install efficientnet-lite-pytorch` to compare")
+    reference = pytest.importorskip(
+        "efficientnet_lite_pytorch", reason="`pip install efficientnet-lite-pytorch` to compare"
+    )
     torch_model = reference.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(default_weights_path()))
     torch_model.eval()
     inputs = np.random.default_rng(0).uniform(-1, 1, (4, 224, 224, 3)).astype(np.float32)

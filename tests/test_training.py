@@ -16,11 +16,26 @@ from PIL import Image
 
 from training import cats_vs_dogs, fashion_mnist, flowers, rps
 
-REQUIRED = {"task", "version", "labels", "input", "signature", "architecture", "metrics", "dataset", "training", "created_at"}
+REQUIRED = {
+    "task",
+    "version",
+    "labels",
+    "input",
+    "signature",
+    "architecture",
+    "metrics",
+    "dataset",
+    "training",
+    "created_at",
+}
 
 
-def _image(rng: np.random.Generator, index: int, fmt: str, mode: str = "RGB", size: tuple[int, int] = (48, 40)) -> bytes:
-    base = np.full((size[1], size[0], 3), 40 + 50 * index, np.uint8) + rng.integers(0, 30, (size[1], size[0], 3), dtype=np.uint8)
+def _image(
+    rng: np.random.Generator, index: int, fmt: str, mode: str = "RGB", size: tuple[int, int] = (48, 40)
+) -> bytes:
+    base = np.full((size[1], size[0], 3), 40 + 50 * index, np.uint8) + rng.integers(
+        0, 30, (size[1], size[0], 3), dtype=np.uint8
+    )
     buffer = io.BytesIO()
     Image.fromarray(base).convert(mode).save(buffer, format=fmt)
     return buffer.getvalue()
@@ -42,10 +57,14 @@ def idx_files(root: Path, train: int = 120, test: int = 40) -> Path:
     for prefix, count in (("train", train), ("t10k", test)):
         labels = np.arange(count) % 10
         images = rng.integers(0, 255, (count, 28, 28), dtype=np.uint8)
-        header = (0x803).to_bytes(4, "big") + count.to_bytes(4, "big") + (28).to_bytes(4, "big") + (28).to_bytes(4, "big")
+        header = (
+            (0x803).to_bytes(4, "big") + count.to_bytes(4, "big") + (28).to_bytes(4, "big") + (28).to_bytes(4, "big")
+        )
         (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + images.tobytes()))
         label_header = (0x801).to_bytes(4, "big") + count.to_bytes(4, "big")
-        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(label_header + labels.astype(np.uint8).tobytes()))
+        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(label_header + labels.astype(np.uint8).tobytes())
+        )
     return root
 
 
@@ -53,7 +72,7 @@ def check_export(version_dir: Path, task: str, labels: list[str]) -> dict:
     import tensorflow as tf
 
     meta = json.loads((version_dir / "metadata.json").read_text())
-    assert REQUIRED <= set(meta)
+    assert set(meta) >= REQUIRED
     assert meta["task"] == task and meta["labels"] == labels and meta["version"] == int(version_dir.name)
     assert {"test_accuracy", "test_examples", "split", "per_class", "confusion_matrix"} <= set(meta["metrics"])
     assert {"epochs", "seconds", "command", "tensorflow"} <= set(meta["training"])
@@ -63,7 +82,9 @@ def check_export(version_dir: Path, task: str, labels: list[str]) -> dict:
     info = meta["input"]
     loaded = tf.saved_model.load(str(version_dir))
     serve = loaded.signatures[meta["signature"]["name"]]
-    batch = np.random.default_rng(0).integers(0, 255, (3, info["height"], info["width"], info["channels"]), dtype=np.uint8)
+    batch = np.random.default_rng(0).integers(
+        0, 255, (3, info["height"], info["width"], info["channels"]), dtype=np.uint8
+    )
     probabilities = serve(**{meta["signature"]["input"]: tf.constant(batch)})[meta["signature"]["output"]].numpy()
     assert probabilities.shape == (3, len(labels))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-4)
@@ -73,7 +94,9 @@ def check_export(version_dir: Path, task: str, labels: list[str]) -> dict:
 def test_flowers_trains_exports_and_counts_corrupt_files(tmp_path: Path) -> None:
     data = image_folder(tmp_path / "flower_photos", flowers.LABELS, per_class=7)
     (data / "roses" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    flowers.main(["--data-dir", str(data), "--epochs", "1", "--batch-size", "8", "--output-dir", str(tmp_path / "models")])
+    flowers.main(
+        ["--data-dir", str(data), "--epochs", "1", "--batch-size", "8", "--output-dir", str(tmp_path / "models")]
+    )
     meta = check_export(tmp_path / "models" / "flowers" / "1", "flowers", flowers.LABELS)
     assert meta["architecture"] == "efficientnet_lite0" and meta["input"]["height"] == 224
     assert meta["dataset"]["skipped_files"] == 1
@@ -84,7 +107,9 @@ def test_cats_vs_dogs_uses_validation_folder_as_test_split(tmp_path: Path) -> No
     root = tmp_path / "cats_and_dogs_filtered"
     image_folder(root / "train", ["cats", "dogs"], per_class=6)
     image_folder(root / "validation", ["cats", "dogs"], per_class=3)
-    cats_vs_dogs.main(["--data-dir", str(root), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m")])
+    cats_vs_dogs.main(
+        ["--data-dir", str(root), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m")]
+    )
     meta = check_export(tmp_path / "m" / "cats_vs_dogs" / "1", "cats_vs_dogs", ["cat", "dog"])
     assert meta["metrics"]["test_examples"] == 6
     assert meta["input"] == {"height": 160, "width": 160, "channels": 3, "resize": "bilinear"}
@@ -103,7 +128,9 @@ def test_fashion_mnist_reads_idx_files_and_inverts_light_backgrounds(tmp_path: P
     import tensorflow as tf
 
     data = idx_files(tmp_path / "fashion")
-    fashion_mnist.main(["--data-dir", str(data), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m")])
+    fashion_mnist.main(
+        ["--data-dir", str(data), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m")]
+    )
     version_dir = tmp_path / "m" / "fashion_mnist" / "1"
     meta = check_export(version_dir, "fashion_mnist", fashion_mnist.LABELS)
     assert meta["metrics"]["test_examples"] == 40 and meta["input"]["auto_invert"] is True
@@ -121,7 +148,10 @@ def test_fashion_mnist_reads_idx_files_and_inverts_light_backgrounds(tmp_path: P
         (lambda root: root / "missing", "does not exist"),
         (lambda root: root, "missing"),
         (lambda root: image_folder(root, ["daisy", "dandelion", "roses", "sunflowers"], 2), "missing ['tulips']"),
-        (lambda root: (image_folder(root, flowers.LABELS[:4], 2), (root / "tulips").mkdir(), root)[2], "holds no image files"),
+        (
+            lambda root: (image_folder(root, flowers.LABELS[:4], 2), (root / "tulips").mkdir(), root)[2],
+            "holds no image files",
+        ),
     ],
 )
 def test_bad_data_directory_stops_with_one_clear_message(
@@ -166,5 +196,14 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         rps.main(["--help"])
     assert stopped.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--data-dir", "--arch", "--epochs", "--batch-size", "--output-dir", "--version", "--seed", "--backbone-weights"):
+    for option in (
+        "--data-dir",
+        "--arch",
+        "--epochs",
+        "--batch-size",
+        "--output-dir",
+        "--version",
+        "--seed",
+        "--backbone-weights",
+    ):
         assert option in text

@@ -41,7 +41,12 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
     x_test, y_test, skipped_test = common.load_image_folder(Path(root) / "validation", CLASS_DIRS, spec)
     train, val = common.stratified_split(y, VALIDATION_FRACTION, args.seed)
     return common.Splits(
-        x[train], y[train], x[val], y[val], x_test, y_test,
+        x[train],
+        y[train],
+        x[val],
+        y[val],
+        x_test,
+        y_test,
         test_split="the dataset's validation/ folder (300 cats + 300 dogs), never used in training",
         skipped_files=skipped_train + skipped_test,
     )

@@ -103,7 +103,10 @@ def parse_args(task: Task, argv: Sequence[str] | None = None) -> argparse.Namesp
     )
     parser.add_argument("--seed", type=int, default=1337, help="seed of the splits, shuffling and initialisation")
     parser.add_argument(
-        "--patience", type=int, default=task.default_patience, help="epochs without validation-loss improvement before stopping"
+        "--patience",
+        type=int,
+        default=task.default_patience,
+        help="epochs without validation-loss improvement before stopping",
     )
     parser.add_argument(
         "--backbone-weights",
@@ -177,7 +180,8 @@ def load_image_folder(root: Path, class_dirs: Sequence[str], spec: ImageSpec) ->
         if not np.any(y == index):
             raise DatasetError(f"class folder {root / class_dir} holds no decodable image")
     log.info("loaded %d images from %s (%d corrupt files skipped)", len(keep), root, skipped)
-    return np.stack([decoded[i] for i in keep if decoded[i] is not None]), y, skipped
+    images = [image for image in decoded if image is not None]
+    return np.stack(images), y, skipped
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +210,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
     if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(
+        lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=tf.data.AUTOTUNE
+    )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -251,7 +257,12 @@ def fit(
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, patience // 2), min_lr=1e-6),
     ]
     history = model.fit(
-        train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=2
+        train,
+        validation_data=val,
+        epochs=initial_epoch + epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=2,
     )
     return {k: [float(v) for v in values] for k, values in history.history.items() if k != "learning_rate"}
 
@@ -286,8 +297,12 @@ def _invert_light_background(x: Any) -> Any:
     import tensorflow as tf
 
     border = tf.concat(
-        [tf.reshape(x[:, 0], [tf.shape(x)[0], -1]), tf.reshape(x[:, -1], [tf.shape(x)[0], -1]),
-         tf.reshape(x[:, :, 0], [tf.shape(x)[0], -1]), tf.reshape(x[:, :, -1], [tf.shape(x)[0], -1])],
+        [
+            tf.reshape(x[:, 0], [tf.shape(x)[0], -1]),
+            tf.reshape(x[:, -1], [tf.shape(x)[0], -1]),
+            tf.reshape(x[:, :, 0], [tf.shape(x)[0], -1]),
+            tf.reshape(x[:, :, -1], [tf.shape(x)[0], -1]),
+        ],
         axis=1,
     )
     light = tf.reduce_mean(border, axis=1) > 127.5
@@ -303,7 +318,10 @@ def next_version(task_dir: Path) -> int:
 def predict_in_batches(signature: Callable[..., Any], x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     import tensorflow as tf
 
-    out = [signature(images=tf.constant(x[i : i + batch_size]))["probabilities"].numpy() for i in range(0, len(x), batch_size)]
+    out = [
+        signature(images=tf.constant(x[i : i + batch_size]))["probabilities"].numpy()
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out)
 
 
@@ -347,8 +365,16 @@ def _git_commit() -> str | None:
     import subprocess
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "training", "app"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "training", "app"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")
@@ -398,9 +424,16 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
 
     plots.training_curves(history, out / "training_curves.png", title=f"{task.name} ({args.arch})")
     plots.confusion_matrix(np.asarray(metrics["confusion_matrix"]), task.labels, out / "confusion_matrix.png")
-    plots.prediction_grid(data.x_test, data.y_test, probabilities, task.labels, out / "test_predictions.png", seed=args.seed)
+    plots.prediction_grid(
+        data.x_test, data.y_test, probabilities, task.labels, out / "test_predictions.png", seed=args.seed
+    )
 
-    input_meta: dict[str, Any] = {"height": spec.height, "width": spec.width, "channels": spec.channels, "resize": spec.resize}
+    input_meta: dict[str, Any] = {
+        "height": spec.height,
+        "width": spec.width,
+        "channels": spec.channels,
+        "resize": spec.resize,
+    }
     if task.input_notes:
         input_meta["notes"] = task.input_notes
     if task.auto_invert:

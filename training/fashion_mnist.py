@@ -81,7 +81,12 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
     x_test, y_test = _load_split(args.data_dir, "test")
     train_idx, val_idx = common.stratified_split(y, VALIDATION_FRACTION, args.seed)
     return common.Splits(
-        x[train_idx], y[train_idx], x[val_idx], y[val_idx], x_test, y_test,
+        x[train_idx],
+        y[train_idx],
+        x[val_idx],
+        y[val_idx],
+        x_test,
+        y_test,
         test_split="official Fashion-MNIST test set (t10k, 10,000 images)",
     )
 

@@ -38,7 +38,12 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
     train, val = common.stratified_split(y[rest], VALIDATION_FRACTION / (1 - TEST_FRACTION), args.seed + 1)
     train, val = rest[train], rest[val]
     return common.Splits(
-        x[train], y[train], x[val], y[val], x[test], y[test],
+        x[train],
+        y[train],
+        x[val],
+        y[val],
+        x[test],
+        y[test],
         test_split=f"seeded stratified {TEST_FRACTION:.0%} of the photos (seed {args.seed}), never used in training",
         skipped_files=skipped,
     )

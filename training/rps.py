@@ -44,7 +44,12 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
     x_test, y_test, skipped_test = common.load_image_folder(test_root, LABELS, spec)
     train_idx, val_idx = common.stratified_split(y, VALIDATION_FRACTION, args.seed)
     return common.Splits(
-        x[train_idx], y[train_idx], x[val_idx], y[val_idx], x_test, y_test,
+        x[train_idx],
+        y[train_idx],
+        x[val_idx],
+        y[val_idx],
+        x_test,
+        y_test,
         test_split="official rps test set (rps-test-set, 372 images)",
         skipped_files=skipped_train + skipped_test,
     )

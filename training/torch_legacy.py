@@ -65,7 +65,9 @@ class _StorageType:
         self.dtype = np.dtype(_DTYPES[name])
 
 
-def _rebuild_tensor_v2(storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: Any) -> _TensorRef:
+def _rebuild_tensor_v2(
+    storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: Any
+) -> _TensorRef:
     return _TensorRef(storage, offset, tuple(size), tuple(stride))
 
 

@@ -56,8 +56,13 @@ def build_efficientnet_lite0(args: argparse.Namespace, spec: ImageSpec, num_clas
 def fit_two_phase(model: keras.Model, train: Any, val: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     """`--epochs` epochs (at most) for the head, then as many for fine-tuning the top blocks."""
     history = common.fit(
-        model, train, val, epochs=args.epochs, patience=args.patience,
-        learning_rate=HEAD_LEARNING_RATE, label_smoothing=LABEL_SMOOTHING,
+        model,
+        train,
+        val,
+        epochs=args.epochs,
+        patience=args.patience,
+        learning_rate=HEAD_LEARNING_RATE,
+        label_smoothing=LABEL_SMOOTHING,
     )
     backbone = model.get_layer(BACKBONE_NAME)
     backbone.trainable = True
@@ -67,7 +72,13 @@ def fit_two_phase(model: keras.Model, train: Any, val: Any, args: argparse.Names
         # BatchNorm statistics stay frozen: they were learned on far more data than we have.
         layer.trainable = top and not isinstance(layer, layers.BatchNormalization)
     fine = common.fit(
-        model, train, val, epochs=args.epochs, patience=args.patience,
-        learning_rate=FINE_TUNE_LEARNING_RATE, initial_epoch=len(history["loss"]), label_smoothing=LABEL_SMOOTHING,
+        model,
+        train,
+        val,
+        epochs=args.epochs,
+        patience=args.patience,
+        learning_rate=FINE_TUNE_LEARNING_RATE,
+        initial_epoch=len(history["loss"]),
+        label_smoothing=LABEL_SMOOTHING,
     )
     return {key: history[key] + fine[key] for key in history}

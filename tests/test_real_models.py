@@ -1,0 +1,61 @@
+"""The committed models under models/ load in the real service and classify images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from app.registry import discover
+from tests.conftest import image_bytes, wait_ready
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(model_dir=MODELS))) as client:
+        wait_ready(client, timeout_s=300)
+        yield client
+
+
+def test_every_committed_model_is_ready_and_answers(client: TestClient) -> None:
+    tasks = sorted(discover(MODELS))
+    assert tasks, "no committed models"
+    assert client.get("/readyz").json()["models"] == dict.fromkeys(tasks, "ready")
+    for task in tasks:
+        response = client.post(
+            f"/predict/{task}", files={"file": ("gray.jpg", image_bytes((128, 128, 128), fmt="JPEG"))}
+        )
+        assert response.status_code == 200, response.text
+        info = client.get(f"/models/{task}").json()
+        assert response.json()["predictions"][0]["label"] in info["labels"]
+        assert info["metrics"]["test_accuracy"] > 0.9
+
+
+@pytest.mark.skipif(not DATASETS.is_dir(), reason=f"real photos not found at {DATASETS}")
+@pytest.mark.parametrize(
+    ("task", "pattern", "label"),
+    [
+        ("rps", "rps_28x28/test/rock/*.png", "rock"),
+        ("rps", "rps_28x28/test/scissors/*.png", "scissors"),
+        ("flowers", "flower_photos/sunflowers/*.jpg", "sunflowers"),
+        ("flowers", "flower_photos/daisy/*.jpg", "daisy"),
+        ("cats_vs_dogs", "cats_vs_dogs/validation/cats/*.jpg", "cat"),
+        ("cats_vs_dogs", "cats_vs_dogs/validation/dogs/*.jpg", "dog"),
+    ],
+)
+def test_real_photos_get_their_label(client: TestClient, task: str, pattern: str, label: str) -> None:
+    if task not in discover(MODELS):
+        pytest.fail(f"no committed {task} model")
+    photos = sorted(DATASETS.glob(pattern))[:8]
+    files = [("file", (p.name, p.read_bytes())) for p in photos]
+    response = client.post(f"/predict/{task}", files=files)
+    assert response.status_code == 200, response.text
+    labels = [p["label"] for p in response.json()["predictions"]]
+    assert labels.count(label) >= 7, labels

@@ -1,0 +1,82 @@
+"""Model discovery and loading against real (tiny) SavedModels written by the training exporter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from app.imaging import ImageSpec
+from app.registry import ModelLoadError, discover, load_saved_model
+from tests.conftest import metadata
+from training.common import export
+
+SPEC = ImageSpec(height=8, width=8, channels=3)
+
+
+def tiny_model_dir(root: Path, *, classes: int = 2, **meta_overrides: object) -> Path:
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    path = root / "shades" / "1"
+    signature = export(keras.Model(inputs, outputs), path, SPEC, auto_invert=False)
+    meta = metadata(input={"height": 8, "width": 8, "channels": 3, "resize": "bilinear"}, signature=signature)
+    meta.update(meta_overrides)
+    (path / "metadata.json").write_text(json.dumps(meta))
+    return path
+
+
+def test_loads_and_predicts_probabilities(tmp_path: Path) -> None:
+    model = load_saved_model(tiny_model_dir(tmp_path))
+    probabilities = model.predict(np.zeros((3, 8, 8, 3), np.uint8))
+    assert probabilities.shape == (3, 2) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert model.spec == SPEC
+
+
+def test_label_count_must_match_the_model_output(tmp_path: Path) -> None:
+    path = tiny_model_dir(tmp_path, classes=3)
+    with pytest.raises(ModelLoadError, match="outputs 3 classes, metadata lists 2 labels"):
+        load_saved_model(path)
+
+
+def test_input_size_must_match_the_signature(tmp_path: Path) -> None:
+    path = tiny_model_dir(tmp_path, input={"height": 9, "width": 8, "channels": 3})
+    with pytest.raises(ModelLoadError, match=r"signature input is uint8 \[None, 8, 8, 3\]"):
+        load_saved_model(path)
+
+
+def test_signature_names_must_exist(tmp_path: Path) -> None:
+    path = tiny_model_dir(tmp_path, signature={"name": "predict", "input": "images", "output": "probabilities"})
+    with pytest.raises(ModelLoadError, match="no signature 'predict'"):
+        load_saved_model(path)
+    path = tiny_model_dir(tmp_path / "b", signature={"name": "serving_default", "input": "images", "output": "logits"})
+    with pytest.raises(ModelLoadError, match="lack metadata output 'logits'"):
+        load_saved_model(path)
+
+
+def test_metadata_must_match_its_directory(tmp_path: Path) -> None:
+    path = tiny_model_dir(tmp_path, version=2)
+    with pytest.raises(ModelLoadError, match="version 2"):
+        load_saved_model(path)
+
+
+def test_not_a_saved_model(tmp_path: Path) -> None:
+    path = tmp_path / "shades" / "1"
+    path.mkdir(parents=True)
+    (path / "metadata.json").write_text(json.dumps(metadata()))
+    with pytest.raises(ModelLoadError, match="not a loadable SavedModel"):
+        load_saved_model(path)
+
+
+def test_discover_picks_the_highest_integer_version(tmp_path: Path) -> None:
+    for name in ("1", "2", "10", "latest", "0"):
+        (tmp_path / "a" / name).mkdir(parents=True)
+    (tmp_path / "b" / "notes").mkdir(parents=True)
+    (tmp_path / ".hidden" / "1").mkdir(parents=True)
+    assert discover(tmp_path) == {"a": tmp_path / "a" / "10"}
+    assert discover(tmp_path / "nowhere") == {}
