@@ -1,0 +1,39 @@
+# The inference service on the official Python image. CPU TensorFlow by default; for a GPU build:
+#   docker compose --profile gpu up      (or: docker build --build-arg TENSORFLOW='tensorflow[and-cuda]==2.21.0' .)
+# Behind a TLS-intercepting proxy, pass its CA as a BuildKit secret (never baked into the image):
+#   EXTRA_CA_BUNDLE=/path/to/proxy-ca.pem docker compose build
+#   docker build --secret id=extra_ca,src=/path/to/proxy-ca.pem .
+
+FROM python:3.11-slim AS build
+ARG TENSORFLOW=tensorflow-cpu==2.21.0
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m venv /opt/venv
+COPY requirements.txt /tmp/requirements.txt
+RUN --mount=type=secret,id=extra_ca,required=false \
+    set -e; \
+    if [ -s /run/secrets/extra_ca ]; then \
+        cat /etc/ssl/certs/ca-certificates.crt /run/secrets/extra_ca > /tmp/ca.pem; \
+        export PIP_CERT=/tmp/ca.pem; \
+    fi; \
+    sed -i "s/^tensorflow-cpu==.*/${TENSORFLOW}/" /tmp/requirements.txt; \
+    /opt/venv/bin/pip install --no-compile -r /tmp/requirements.txt; \
+    rm -f /tmp/ca.pem /tmp/requirements.txt
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /srv
+COPY app/ app/
+# Default models; docker-compose.yml mounts ./models over this, read-only, so new versions need no rebuild.
+COPY models/ models/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    APP_MODEL_DIR=/srv/models
+USER app
+EXPOSE 8000
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=5s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status != 200)"]
+CMD ["python", "-m", "app"]
