@@ -1,0 +1,118 @@
+"""The page at `/` in a real browser (Debian's Chromium, headless, driven by Playwright) against the
+service on the committed models: classify a generated image, show an API error, work by keyboard and on
+a narrow screen. Screenshots go to out/screenshots/."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from PIL import Image
+
+from app.config import Settings
+from app.main import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "out" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    app = create_app(Settings(model_dir=ROOT / "models"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 300
+    while not (server.started and app.state.service.loaded.is_set()):
+        assert time.monotonic() < deadline, "service did not start"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM} (make system-deps installs Debian's chromium)")
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (120, 90), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_page_classifies_an_image_and_shows_errors(browser, base_url: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(base_url)
+    page.wait_for_selector("#task option", state="attached")
+    tasks = page.eval_on_selector_all("#task option", "options => options.map(o => o.value)")
+    task = "flowers" if "flowers" in tasks else tasks[0]
+    page.select_option("#task", task)
+    labels = page.evaluate(f"fetch('models/{task}').then(r => r.json()).then(m => m.labels)")
+    info = page.inner_text("#model-info")
+    assert "version" in info and "test accuracy" in info
+
+    page.set_input_files(
+        "#files", files=[{"name": "yellow.png", "mimeType": "image/png", "buffer": _png((230, 200, 30))}]
+    )
+    page.wait_for_selector(".card .bar")
+    shown = page.eval_on_selector_all(".card .bar .label", "nodes => nodes.map(n => n.textContent)")
+    percents = page.eval_on_selector_all(".card .bar .pct", "nodes => nodes.map(n => n.textContent)")
+    assert shown and set(shown) <= set(labels), (shown, labels)
+    assert all(p.endswith("%") for p in percents)
+    assert page.inner_text(".card h2") == "yellow.png"
+    page.screenshot(path=str(SCREENSHOTS / "web_prediction.png"), full_page=True)
+
+    page.set_input_files("#files", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"}])
+    page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    error = page.inner_text("#error")
+    assert "not a supported image" in error and "notes.txt" in error
+    assert page.query_selector(".card") is None
+    page.screenshot(path=str(SCREENSHOTS / "web_error.png"), full_page=True)
+    print(f"screenshots: {SCREENSHOTS / 'web_prediction.png'}, {SCREENSHOTS / 'web_error.png'}")
+    page.close()
+
+
+def test_page_works_from_the_keyboard_on_a_narrow_screen(browser, base_url: str) -> None:
+    page = browser.new_page(viewport={"width": 360, "height": 740})
+    page.goto(base_url)
+    page.wait_for_selector("#task option", state="attached")
+    page.focus("#task")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "drop"
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(files=[{"name": "dark.png", "mimeType": "image/png", "buffer": _png((20, 20, 20))}])
+    page.wait_for_selector(".card .bar")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360, f"the page scrolls sideways on a narrow screen ({width}px)"
+    page.screenshot(path=str(SCREENSHOTS / "web_narrow.png"), full_page=True)
+    page.close()
