@@ -1,0 +1,69 @@
+"""The in-process limit: decode + resize (the service's `load_image`) and the SavedModel called directly,
+no HTTP, no batcher. Prints JSON: the single-image time and images/s per batch size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.registry import discover, load_saved_model
+from app.service import preprocess
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--task", default="flowers")
+    parser.add_argument("--photos", type=Path, nargs="+", required=True)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    model = load_saved_model(discover(args.model_dir)[args.task])
+    spec = model.spec
+    files = [p.read_bytes() for p in args.photos]
+    model.predict(np.stack([preprocess(f, spec, 10**9) for f in files[:8]]))  # warm up
+
+    singles = []
+    for data in files[:40]:
+        started = time.perf_counter()
+        model.predict(preprocess(data, spec, 10**9)[None])
+        singles.append(time.perf_counter() - started)
+    decode = []
+    for data in files[:40]:
+        started = time.perf_counter()
+        preprocess(data, spec, 10**9)
+        decode.append(time.perf_counter() - started)
+
+    throughput: dict[str, float] = {}
+    for batch_size in args.batch_sizes:
+        total = max(batch_size, 128 // batch_size * batch_size)
+        best = 0.0
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            for offset in range(0, total, batch_size):
+                batch = [files[(offset + i) % len(files)] for i in range(batch_size)]
+                model.predict(np.stack([preprocess(f, spec, 10**9) for f in batch]))
+            best = max(best, total / (time.perf_counter() - started))
+        throughput[str(batch_size)] = round(best, 1)
+    best_batch = max(throughput, key=lambda k: throughput[k])
+    print(
+        json.dumps(
+            {
+                "single_image_ms": round(statistics.median(singles) * 1000, 2),
+                "decode_ms": round(statistics.median(decode) * 1000, 2),
+                "images_per_s_by_batch": throughput,
+                "best_batch_size": int(best_batch),
+                "images_per_s": throughput[best_batch],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

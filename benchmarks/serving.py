@@ -1,0 +1,294 @@
+"""Throughput and latency of the service against the in-process limit, the naive baseline and BentoML.
+
+    python -m benchmarks.serving                    # full run (~5 minutes), writes out/benchmark/
+    python -m benchmarks.serving --quick            # smoke run (CI): short, no peer
+
+Every server runs as its own process on loopback, one at a time, loaded by `benchmarks.loadgen`
+(closed loop, asyncio + uvloop, raw HTTP/1.1). Results: out/benchmark/results.json and results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BENTOML_REQUIREMENTS = ["bentoml==1.4.38", "tensorflow-cpu==2.21.0", "pillow==13.0.0"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and its children, from /proc."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for p in pids:
+        status = Path(f"/proc/{p}/status")
+        if status.exists():
+            match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
+            total += int(match.group(1)) if match else 0
+    return round(total / 1024, 1)
+
+
+@contextmanager
+def _server(
+    command: list[str], env: dict[str, str], ready_url: str, timeout_s: float = 300
+) -> Iterator[dict[str, Any]]:
+    started = time.perf_counter()
+    log = open(ROOT / "out" / "benchmark" / f"server-{_free_port()}.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    info: dict[str, Any] = {}
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command} exited with {process.returncode}; see {log.name}")
+            try:
+                if urllib.request.urlopen(ready_url, timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.perf_counter() - started > timeout_s:
+                raise TimeoutError(f"{command} not ready after {timeout_s}s")
+            time.sleep(0.1)
+        info["start_to_ready_s"] = round(time.perf_counter() - started, 2)
+        info["rss_mb"] = _rss_mb(process.pid)
+        yield info
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _load(url: str, field: str, photos: list[Path], concurrency: int, duration_s: float) -> dict[str, Any]:
+    command = [PYTHON, "-m", "benchmarks.loadgen", "--url", url, "--field", field, "--concurrency", str(concurrency)]
+    command += ["--duration-s", str(duration_s), "--photos", *map(str, photos)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    return dict(json.loads(result.stdout))
+
+
+def _batch_stats(metrics_url: str, task: str) -> tuple[float, float]:
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    values = {}
+    for name in ("batch_size_sum", "batch_size_count"):
+        match = re.search(rf'^{name}{{task="{task}"}} ([0-9.e+]+)$', text, re.MULTILINE)
+        values[name] = float(match.group(1)) if match else 0.0
+    return values["batch_size_sum"], values["batch_size_count"]
+
+
+def _bentoml_python(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    if not (venv / "bin" / "bentoml").exists():
+        print(f"creating {venv} with {' '.join(BENTOML_REQUIREMENTS)}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *BENTOML_REQUIREMENTS], check=True)
+    return python
+
+
+def _version(python: Path | str, package: str) -> str:
+    code = f"import importlib.metadata as m; print(m.version('{package}'))"
+    result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="flowers")
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--photos-dir", type=Path, default=ROOT.parent / "shared" / "datasets" / "flower_photos")
+    parser.add_argument("--photos", type=int, default=64, help="distinct photos cycled by the load generator")
+    parser.add_argument("--duration-s", type=float, default=15)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument(
+        "--queue-size", type=int, default=64, help="the service's max_queue_size (small: 128 overloads it)"
+    )
+    parser.add_argument(
+        "--service-env", nargs="*", default=[], help="extra KEY=VALUE settings for the service (tuning)"
+    )
+    parser.add_argument("--bentoml-venv", type=Path, default=ROOT / "benchmarks" / ".venv-bentoml")
+    parser.add_argument("--skip-peers", action="store_true", help="measure only the limit and the service")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per level, concurrency 1 and 8, no peers")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "benchmark")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration_s, args.concurrency, args.skip_peers, args.photos = 2, [1, 8], True, 16
+    args.out.mkdir(parents=True, exist_ok=True)
+    (ROOT / "out" / "benchmark").mkdir(parents=True, exist_ok=True)
+
+    photos = sorted(p for p in args.photos_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not photos:
+        sys.exit(f"no photos under {args.photos_dir}")
+    photos = photos[:: max(1, len(photos) // args.photos)][: args.photos]
+    version_dir = max((args.model_dir / args.task).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
+    report: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "versions": {p: _version(PYTHON, p) for p in ("tensorflow-cpu", "fastapi", "uvicorn", "pillow")},
+        "task": args.task,
+        "model": str(version_dir.relative_to(ROOT) if version_dir.is_relative_to(ROOT) else version_dir),
+        "photos": len(photos),
+        "duration_s_per_level": args.duration_s,
+        "load_generator": "benchmarks/loadgen.py: closed loop, asyncio + uvloop, raw HTTP/1.1 keep-alive",
+    }
+
+    print("1/4 in-process limit", file=sys.stderr)
+    limit = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "benchmarks.limit",
+            "--model-dir",
+            str(args.model_dir),
+            "--task",
+            args.task,
+            "--photos",
+            *map(str, photos),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report["limit"] = json.loads(limit.stdout)
+
+    print("2/4 the service", file=sys.stderr)
+    port = _free_port()
+    env = {
+        "APP_PORT": str(port),
+        "APP_HOST": "127.0.0.1",
+        "APP_MODEL_DIR": str(args.model_dir),
+        "APP_LOG_LEVEL": "warning",
+    }
+    env["APP_MAX_QUEUE_SIZE"] = str(args.queue_size)
+    env.update(item.split("=", 1) for item in args.service_env)  # type: ignore[misc]
+    report["service_settings"] = {k: v for k, v in env.items() if k not in ("APP_PORT", "APP_HOST", "APP_MODEL_DIR")}
+    base = f"http://127.0.0.1:{port}"
+    with _server([PYTHON, "-m", "app"], env, f"{base}/readyz") as info:
+        report["service_start"] = info
+        levels = {}
+        for concurrency in args.concurrency:
+            before = _batch_stats(f"{base}/metrics", args.task)
+            result = _load(f"{base}/predict/{args.task}", "file", photos, concurrency, args.duration_s)
+            after = _batch_stats(f"{base}/metrics", args.task)
+            calls = after[1] - before[1]
+            result["mean_batch_size"] = round((after[0] - before[0]) / calls, 2) if calls else None
+            levels[str(concurrency)] = result
+            print(f"   c={concurrency}: {result['images_per_s']} img/s, p99 {result['p99_ms']} ms", file=sys.stderr)
+        report["service"] = levels
+
+    if not args.skip_peers:
+        print("3/4 naive baseline", file=sys.stderr)
+        port = _free_port()
+        naive_env = {"BENCH_MODEL_DIR": str(version_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        command = [PYTHON, "-m", "uvicorn", "benchmarks.naive_app:app", "--port", str(port), "--log-level", "warning"]
+        with _server(command, naive_env, f"http://127.0.0.1:{port}/docs") as info:
+            report["naive"] = {"start": info}
+            for concurrency in (1, 32):
+                report["naive"][str(concurrency)] = _load(
+                    f"http://127.0.0.1:{port}/predict/flowers", "file", photos, concurrency, args.duration_s
+                )
+
+        print("4/4 BentoML", file=sys.stderr)
+        bento_python = _bentoml_python(args.bentoml_venv)
+        report["versions"]["bentoml"] = _version(bento_python, "bentoml")
+        port = _free_port()
+        command = [
+            str(bento_python),
+            "-m",
+            "bentoml",
+            "serve",
+            "benchmarks.bento_service:FlowersClassifier",
+            "--port",
+            str(port),
+        ]
+        with _server(command, naive_env, f"http://127.0.0.1:{port}/readyz") as info:
+            report["bentoml"] = {"start": info}
+            for concurrency in (1, 32):
+                report["bentoml"][str(concurrency)] = _load(
+                    f"http://127.0.0.1:{port}/classify", "images", photos, concurrency, args.duration_s
+                )
+
+    report["ratios"] = _ratios(report)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown = _markdown(report)
+    (args.out / "results.md").write_text(markdown)
+    print(markdown)
+
+
+def _ratios(report: dict[str, Any]) -> dict[str, Any]:
+    service, limit = report["service"], report["limit"]
+    ratios: dict[str, Any] = {}
+    if "32" in service:
+        ratios["service_c32_vs_limit"] = round(service["32"]["images_per_s"] / limit["images_per_s"], 2)
+        for peer in ("naive", "bentoml"):
+            if peer in report and report[peer]["32"]["images_per_s"]:
+                ratios[f"service_c32_vs_{peer}"] = round(
+                    service["32"]["images_per_s"] / report[peer]["32"]["images_per_s"], 2
+                )
+                ratios[f"p99_c32_service_ms_vs_{peer}_ms"] = [service["32"]["p99_ms"], report[peer]["32"]["p99_ms"]]
+    if "1" in service:
+        budget = 1.3 * limit["single_image_ms"] + 5
+        ratios["p50_c1_ms"] = service["1"]["p50_ms"]
+        ratios["p50_c1_budget_ms (1.3 x single + 5)"] = round(budget, 1)
+    if "128" in service:
+        ratios["c128_errors_other_than_503"] = service["128"]["errors_other_than_503"]
+        ratios["c128_p99_answered_ms"] = service["128"]["p99_ms"]
+    return ratios
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    limit = report["limit"]
+    lines = [
+        f"# Serving benchmark: {report['task']} ({report['model']}), {report['machine']['cores']} cores",
+        "",
+        f"In-process limit (decode + resize + SavedModel, no HTTP): **{limit['images_per_s']} images/s** at batch "
+        f"{limit['best_batch_size']}; single image {limit['single_image_ms']} ms (decode {limit['decode_ms']} ms).",
+        "",
+        "| server | concurrency | images/s | p50 ms | p95 ms | p99 ms | errors (non-503) | 503s | mean batch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [("service", c, r) for c, r in report["service"].items()]
+    for peer in ("naive", "bentoml"):
+        rows += [(peer, c, r) for c, r in report.get(peer, {}).items() if c != "start"]
+    for name, concurrency, r in rows:
+        lines.append(
+            f"| {name} | {concurrency} | {r['images_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
+            f"{r['errors_other_than_503']} | {r['statuses'].get('503', 0)} | {r.get('mean_batch_size', '')} |"
+        )
+    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in report["ratios"].items()]
+    start = report["service_start"]
+    lines += [
+        "",
+        f"Service: start to /readyz 200 in {start['start_to_ready_s']} s; resident memory with all models "
+        f"loaded {start['rss_mb']} MB. Settings: {report['service_settings']}.",
+        f"Versions: {report['versions']}. Load generator: {report['load_generator']}; "
+        f"{report['duration_s_per_level']} s per level after a 2 s warm-up, {report['photos']} distinct photos.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
