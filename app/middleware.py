@@ -1,11 +1,10 @@
-"""ASGI middleware: the request-body byte limit, and per-request Prometheus metrics."""
+"""Pure ASGI middleware: the request-body byte limit, and per-request Prometheus metrics."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from fastapi import Request, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,27 +57,38 @@ async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-def record_metrics(metrics: Metrics, known_task: Callable[[str], bool]) -> Callable[..., Awaitable[Response]]:
-    """HTTP middleware counting requests by route template, task and status, and timing them.
+class RequestMetrics:
+    """Count requests by route template, task and status code, and time them (pure ASGI: no extra task
+    or stream per request, unlike Starlette's BaseHTTPMiddleware).
 
     The task label only takes names of configured tasks ("other" otherwise), so clients cannot grow the
     label set without bound."""
 
-    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    def __init__(self, app: ASGIApp, metrics: Metrics, known_task: Callable[[str], bool]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.known_task = known_task
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_with_status)
         finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            task = request.scope.get("path_params", {}).get("task", "")
-            if task and not known_task(task):
+            template = getattr(scope.get("route"), "path", "unmatched")
+            task = scope.get("path_params", {}).get("task", "")
+            if task and not self.known_task(task):
                 task = "other"
             if template != "/metrics":
-                metrics.requests.labels(template, task, str(status)).inc()
-                metrics.latency.labels(template, task).observe(time.perf_counter() - started)
-
-    return middleware
+                self.metrics.requests.labels(template, task, str(status)).inc()
+                self.metrics.latency.labels(template, task).observe(time.perf_counter() - started)

@@ -79,6 +79,9 @@ def check_export(version_dir: Path, task: str, labels: list[str]) -> dict:
     assert meta["training"]["command"].startswith(f"python -m training.{task}")
     for plot in ("training_curves.png", "confusion_matrix.png", "test_predictions.png"):
         assert (version_dir / plot).stat().st_size > 1000
+    reader = tf.train.load_checkpoint(str(version_dir / "variables" / "variables"))
+    stored = sum(int(np.prod(shape)) for shape in reader.get_variable_to_shape_map().values())
+    assert stored <= meta["parameters"] + 100, f"{stored} values stored for {meta['parameters']} parameters"
     info = meta["input"]
     loaded = tf.saved_model.load(str(version_dir))
     serve = loaded.signatures[meta["signature"]["name"]]
