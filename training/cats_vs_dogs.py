@@ -39,14 +39,13 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
         root = common.download(URL, "cats_and_dogs_filtered.zip") / "cats_and_dogs_filtered"
     x, y, skipped_train = common.load_image_folder(Path(root) / "train", CLASS_DIRS, spec)
     x_test, y_test, skipped_test = common.load_image_folder(Path(root) / "validation", CLASS_DIRS, spec)
-    train, val = common.stratified_split(y, VALIDATION_FRACTION, args.seed)
-    return common.Splits(
-        x[train],
-        y[train],
-        x[val],
-        y[val],
+    return common.carve_validation(
+        x,
+        y,
         x_test,
         y_test,
+        fraction=VALIDATION_FRACTION,
+        seed=args.seed,
         test_split="the dataset's validation/ folder (300 cats + 300 dogs), never used in training",
         skipped_files=skipped_train + skipped_test,
     )

@@ -199,8 +199,23 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return rest, held_out
 
 
-def take(x: np.ndarray, y: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return x[index], y[index]
+def carve_validation(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    fraction: float,
+    seed: int,
+    test_split: str,
+    skipped_files: int = 0,
+) -> Splits:
+    """Splits for a dataset with its own test set: a seeded, stratified `fraction` of the training
+    images becomes the validation split."""
+    train, val = stratified_split(y, fraction, seed)
+    return Splits(
+        x[train], y[train], x[val], y[val], x_test, y_test, test_split=test_split, skipped_files=skipped_files
+    )
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int) -> Any:

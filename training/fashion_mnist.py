@@ -79,14 +79,13 @@ def _load_split(data_dir: Path | None, split: str) -> tuple[np.ndarray, np.ndarr
 def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
     x, y = _load_split(args.data_dir, "train")
     x_test, y_test = _load_split(args.data_dir, "test")
-    train_idx, val_idx = common.stratified_split(y, VALIDATION_FRACTION, args.seed)
-    return common.Splits(
-        x[train_idx],
-        y[train_idx],
-        x[val_idx],
-        y[val_idx],
+    return common.carve_validation(
+        x,
+        y,
         x_test,
         y_test,
+        fraction=VALIDATION_FRACTION,
+        seed=args.seed,
         test_split="official Fashion-MNIST test set (t10k, 10,000 images)",
     )
 

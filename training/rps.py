@@ -42,14 +42,13 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
     train_root, test_root = _roots(args.data_dir)
     x, y, skipped_train = common.load_image_folder(train_root, LABELS, spec)
     x_test, y_test, skipped_test = common.load_image_folder(test_root, LABELS, spec)
-    train_idx, val_idx = common.stratified_split(y, VALIDATION_FRACTION, args.seed)
-    return common.Splits(
-        x[train_idx],
-        y[train_idx],
-        x[val_idx],
-        y[val_idx],
+    return common.carve_validation(
+        x,
+        y,
         x_test,
         y_test,
+        fraction=VALIDATION_FRACTION,
+        seed=args.seed,
         test_split="official rps test set (rps-test-set, 372 images)",
         skipped_files=skipped_train + skipped_test,
     )
