@@ -97,18 +97,23 @@ class MicroBatcher:
             if not request.future.done():
                 request.future.set_exception(NotReady("the service is shutting down", self._retry_after_s))
 
+    def check_capacity(self, count: int) -> None:
+        """Raise `NotReady` if the batcher is not running, `Overloaded` if `count` more images would not
+        fit in the queue now. Callers use it to refuse early, before spending work on a request."""
+        if self._task is None or self._task.done():
+            raise NotReady(f"model {self._name} is not running", self._retry_after_s)
+        if self._queue.qsize() + count > self.max_queue_size:
+            raise Overloaded(
+                f"model {self._name} is overloaded ({self._queue.qsize()} images queued); retry later",
+                self._retry_after_s,
+            )
+
     async def submit(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Queue `items` (all or none) and return their results in the same order.
 
         Raises `Overloaded` if the queue has no room for all of them, `NotReady` if the batcher is not
         running, and `InferenceError` if the model call of their batch fails."""
-        if self._task is None or self._task.done():
-            raise NotReady(f"model {self._name} is not running", self._retry_after_s)
-        if self._queue.qsize() + len(items) > self.max_queue_size:
-            raise Overloaded(
-                f"model {self._name} is overloaded ({self._queue.qsize()} images queued); retry later",
-                self._retry_after_s,
-            )
+        self.check_capacity(len(items))
         loop = asyncio.get_running_loop()
         requests = [_Request(item, loop.create_future()) for item in items]
         for request in requests:

@@ -18,7 +18,7 @@ from app import routes, v2
 from app.config import Settings
 from app.errors import ServiceError, Unavailable, status_code
 from app.metrics import Metrics
-from app.middleware import BodySizeLimit, RequestMetrics
+from app.middleware import BodySizeLimit, RequestMetrics, ShedLoad
 from app.registry import ModelLoader, load_saved_model
 from app.service import ModelService
 
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     app.state.settings = settings
     app.state.metrics = metrics
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ShedLoad, admit=lambda task: app.state.service.admit(task, 1))
     app.add_middleware(RequestMetrics, metrics=metrics, known_task=lambda task: app.state.service.is_known(task))
     if settings.cors_origins:
         app.add_middleware(

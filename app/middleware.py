@@ -1,13 +1,17 @@
-"""Pure ASGI middleware: the request-body byte limit, and per-request Prometheus metrics."""
+"""Pure ASGI middleware: the request-body byte limit, load shedding before the body is read, and
+per-request Prometheus metrics."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import Unavailable
 from app.metrics import Metrics
 
 
@@ -55,6 +59,44 @@ async def _reject(scope: Scope, send: Send, detail: str) -> None:
 
 async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
+
+
+@dataclass(frozen=True)
+class _Template:
+    path: str
+
+
+_PREDICT_PATH = re.compile(r"^/(?:predict/([^/]+)|v2/models/([^/]+)/infer)$")
+
+
+class ShedLoad:
+    """Answer 503 to a predict request whose model queue is already full *before* its body is read.
+
+    Under overload most requests are refused; refusing them before multipart parsing and decoding keeps
+    the refusals cheap, so they do not steal CPU from the requests being served. `admit(task)` raises
+    `Unavailable` when the task cannot take one more image (unknown tasks pass through, to get a 404).
+    """
+
+    def __init__(self, app: ASGIApp, admit: Callable[[str], None]) -> None:
+        self.app = app
+        self.admit = admit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and (match := _PREDICT_PATH.match(scope["path"])):
+            task = match.group(1) or match.group(2)
+            try:
+                self.admit(task)
+            except Unavailable as error:
+                from app.main import error_response
+
+                # Label the refusal like a routed request, for the request metrics outside.
+                scope["route"] = _Template("/predict/{task}" if match.group(1) else "/v2/models/{task}/infer")
+                scope["path_params"] = {"task": task}
+
+                response = error_response(scope["path"], 503, str(error), {"Retry-After": str(error.retry_after_s)})
+                await response(scope, _empty_receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RequestMetrics:

@@ -47,6 +47,7 @@ async def predict(
     limit = service.settings.max_files_per_request
     if len(file) > limit:
         raise PayloadTooLarge(f"{len(file)} files in one request; the limit is {limit}")
+    service.admit(task, len(file))
     contents = [await upload.read() for upload in file]
     images = await asyncio.gather(
         *(

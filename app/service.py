@@ -188,6 +188,17 @@ class ModelService:
         finally:
             self.metrics.decode.labels(task).observe(time.perf_counter() - started)
 
+    def admit(self, task: str, count: int) -> None:
+        """Refuse now (503) if the task's queue cannot take `count` more images, so an overloaded
+        service does not spend decoding work on requests it would refuse anyway. Unknown or refused
+        tasks pass (the route answers 404)."""
+        slot = self._slots.get(task)
+        if slot is None or slot.error is not None:
+            return
+        if slot.batcher is None:
+            raise NotReady(f"model {task!r} is still loading", self.settings.retry_after_s)
+        slot.batcher.check_capacity(count)
+
     async def infer(self, task: str, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Probabilities for each image, through the task's micro-batcher."""
         slot = self._slots[task]

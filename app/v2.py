@@ -70,7 +70,7 @@ async def infer(request: Request, task: str, body: V2InferRequest) -> V2InferRes
     if tensor.datatype == "BYTES":
         images = await _decode_bytes(service, task, model, tensor)
     elif tensor.datatype == "UINT8":
-        _check_count(service, tensor.shape[0] if tensor.shape else 0)
+        _check_count(service, task, tensor.shape[0] if tensor.shape else 0)
         images = _pixels(model, tensor)
     else:
         raise InvalidRequest(f"input datatype must be BYTES (encoded images) or UINT8 (pixels), got {tensor.datatype}")
@@ -90,11 +90,12 @@ async def infer(request: Request, task: str, body: V2InferRequest) -> V2InferRes
     )
 
 
-def _check_count(service: ModelService, count: int) -> None:
+def _check_count(service: ModelService, task: str, count: int) -> None:
     if count < 1:
         raise InvalidRequest("the input tensor holds no image")
     if count > service.settings.max_files_per_request:
         raise PayloadTooLarge(f"{count} images in one request; the limit is {service.settings.max_files_per_request}")
+    service.admit(task, count)
 
 
 async def _decode_bytes(service: ModelService, task: str, model: LoadedModel, tensor: V2Tensor) -> list[np.ndarray]:
@@ -102,7 +103,7 @@ async def _decode_bytes(service: ModelService, task: str, model: LoadedModel, te
         raise InvalidRequest(
             f"BYTES input shape must be [{len(tensor.data)}] for {len(tensor.data)} images, got {tensor.shape}"
         )
-    _check_count(service, len(tensor.data))
+    _check_count(service, task, len(tensor.data))
     files: list[bytes] = []
     for index, item in enumerate(tensor.data):
         if not isinstance(item, str):

@@ -46,7 +46,17 @@ def main() -> None:
     data = _photo()
     draft = _median_ms(lambda d: load_image(d, SPEC), data)
     full = _median_ms(_full_decode, data)
-    print(json.dumps({"photo": "4000x3000 JPEG q90", "bytes": len(data), "draft_ms": draft, "full_decode_ms": full, "speedup": round(full / draft, 1)}))
+    print(
+        json.dumps(
+            {
+                "photo": "4000x3000 JPEG q90",
+                "bytes": len(data),
+                "draft_ms": draft,
+                "full_decode_ms": full,
+                "speedup": round(full / draft, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

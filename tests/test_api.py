@@ -218,6 +218,34 @@ def test_full_queue_is_503_with_retry_after(model_dir, loader: FakeLoader) -> No
     assert refused.headers["retry-after"] == "1" and "overloaded" in refused.json()["detail"]
 
 
+def test_overload_is_refused_before_the_body_is_read(live_server, loader: FakeLoader) -> None:
+    """With the queue full, a predict request gets 503 although its body never arrives."""
+    loader.delay_s = 1.0
+    host, port = live_server(max_queue_size=1, max_batch_size=1, max_wait_s=0)
+    with socket.create_connection((host, port)) as busy, socket.create_connection((host, port)) as queued:
+        for sock in (busy, queued):  # one image computing, one waiting: the queue is now full
+            body = (
+                b'--b\r\nContent-Disposition: form-data; name="file"; filename="b.png"\r\n\r\n'
+                + BLACK
+                + b"\r\n--b--\r\n"
+            )
+            sock.sendall(
+                b"POST /predict/shades HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(0.2)
+        with socket.create_connection((host, port), timeout=5) as late:
+            late.sendall(
+                b"POST /predict/shades HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+            )
+            reply = late.recv(65536)  # no body sent at all
+        assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
+        assert b"retry-after: 1" in reply.lower() and b"overloaded" in reply
+        metrics = httpx.get(f"http://{host}:{port}/metrics").text
+        assert 'http_requests_total{route="/predict/{task}",status="503",task="shades"} 1.0' in metrics
+
+
 def test_concurrent_clients_are_batched_and_metrics_show_it(model_dir, loader: FakeLoader) -> None:
     loader.delay_s = 0.05
 
