@@ -22,7 +22,7 @@ curl -s -F file=@"$PHOTO" localhost:8000/predict/flowers; echo
 
 echo; echo "## 64 concurrent requests"
 seq 64 | xargs -P 64 -I{} curl -s -o /dev/null -w '%{http_code}\n' -F file=@"$PHOTO" localhost:8000/predict/flowers | sort | uniq -c
-curl -s localhost:8000/metrics | grep -E '^batch_size_(bucket|count|sum)\{task="flowers"'
+curl -s localhost:8000/metrics | grep -E '^batch_size_(bucket|count|sum)\{.*task="flowers"'
 
 echo; echo "## error codes"
 head -c 2000 "$PHOTO" > "$tmp/truncated.jpg"
