@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import io
 import json
-import statistics
-import time
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from app.imaging import ImageSpec, load_image
+from benchmarks.timing import median_ms
 
 SPEC = ImageSpec(height=224, width=224, channels=3)
 
@@ -33,19 +32,10 @@ def _full_decode(data: bytes) -> np.ndarray:
     return np.asarray(image.resize((SPEC.width, SPEC.height), Image.Resampling.BILINEAR))
 
 
-def _median_ms(function: object, data: bytes, repeats: int = 7) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function(data)  # type: ignore[operator]
-        times.append(time.perf_counter() - started)
-    return round(statistics.median(times) * 1000, 1)
-
-
 def main() -> None:
     data = _photo()
-    draft = _median_ms(lambda d: load_image(d, SPEC), data)
-    full = _median_ms(_full_decode, data)
+    draft = median_ms(lambda d: load_image(d, SPEC), data)
+    full = median_ms(_full_decode, data)
     print(
         json.dumps(
             {

@@ -8,24 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
 from app.registry import discover, load_saved_model
+from benchmarks.timing import median_ms
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _median_ms(predict: object, batch: np.ndarray, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        predict(batch)  # type: ignore[operator]
-        times.append(time.perf_counter() - started)
-    return round(statistics.median(times) * 1000, 2)
 
 
 def main() -> None:
@@ -41,8 +31,8 @@ def main() -> None:
         single = rng.integers(0, 255, (1, spec.height, spec.width, spec.channels), dtype=np.uint8)
         batch = rng.integers(0, 255, (32, spec.height, spec.width, spec.channels), dtype=np.uint8)
         model.predict(single), model.predict(batch)  # warm up
-        one = _median_ms(model.predict, single, args.repeats)
-        thirty_two = _median_ms(model.predict, batch, args.repeats)
+        one = median_ms(model.predict, single, repeats=args.repeats)
+        thirty_two = median_ms(model.predict, batch, repeats=args.repeats)
         results[task] = {
             "version": model.metadata.version,
             "input": f"{spec.height}x{spec.width}x{spec.channels}",
