@@ -34,7 +34,7 @@ class BodySizeLimit:
         detail = f"request body exceeds the {self.max_bytes:,}-byte limit"
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _reject(scope, send, detail)
+            await _reject(scope, send, 413, detail)
             return
         received = 0
 
@@ -50,10 +50,11 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
-async def _reject(scope: Scope, send: Send, detail: str) -> None:
+async def _reject(scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    """Answer with an error body without reading the request body."""
     from app.main import error_response  # one place builds error bodies
 
-    response = error_response(scope.get("path", ""), 413, detail)
+    response = error_response(scope.get("path", ""), status, detail, headers)
     await response(scope, _empty_receive, send)
 
 
@@ -87,14 +88,10 @@ class ShedLoad:
             try:
                 self.admit(task)
             except Unavailable as error:
-                from app.main import error_response
-
                 # Label the refusal like a routed request, for the request metrics outside.
                 scope["route"] = _Template("/predict/{task}" if match.group(1) else "/v2/models/{task}/infer")
                 scope["path_params"] = {"task": task}
-
-                response = error_response(scope["path"], 503, str(error), {"Retry-After": str(error.retry_after_s)})
-                await response(scope, _empty_receive, send)
+                await _reject(scope, send, 503, str(error), {"Retry-After": str(error.retry_after_s)})
                 return
         await self.app(scope, receive, send)
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 
-from app.errors import ClientError, NotReady, PayloadTooLarge
-from app.imaging import ImageSpec
+from app.errors import NotReady, PayloadTooLarge
 from app.registry import LoadedModel
 from app.schemas import Health, ModelSummary, PredictResponse, Problem
 from app.service import ModelService, postprocess
@@ -51,7 +49,7 @@ async def predict(
     contents = [await upload.read() for upload in file]
     images = await asyncio.gather(
         *(
-            _preprocess_named(service, task, upload.filename, data, model.spec)
+            service.preprocess(task, data, model.spec, upload.filename or "file")
             for upload, data in zip(file, contents, strict=True)
         )
     )
@@ -63,16 +61,6 @@ async def predict(
         model_version=model.metadata.version,
         predictions=[postprocess(p, labels, k, upload.filename) for p, upload in zip(probabilities, file, strict=True)],
     )
-
-
-async def _preprocess_named(
-    service: ModelService, task: str, filename: str | None, data: bytes, spec: ImageSpec
-) -> np.ndarray:
-    """Preprocess, naming the file in any client error so a multi-file request says which one failed."""
-    try:
-        return await service.preprocess(task, data, spec)
-    except ClientError as error:
-        raise type(error)(f"{filename or 'file'}: {error}") from error
 
 
 @router.get("/models", response_model=list[ModelSummary], tags=["models"])

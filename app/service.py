@@ -20,7 +20,7 @@ import numpy as np
 
 from app.batching import MicroBatcher
 from app.config import Settings
-from app.errors import NotReady, UnknownTask
+from app.errors import ClientError, NotReady, UnknownTask
 from app.imaging import ImageSpec, load_image
 from app.metrics import Metrics
 from app.registry import LoadedModel, ModelLoader, ModelLoadError, discover, load_saved_model
@@ -179,12 +179,15 @@ class ModelService:
         return slot.model
 
     # --------------------------------------------------------------------------------- the pipeline
-    async def preprocess(self, task: str, data: bytes, spec: ImageSpec) -> np.ndarray:
-        """Decode in the thread pool (Pillow releases the GIL), timing it."""
+    async def preprocess(self, task: str, data: bytes, spec: ImageSpec, name: str) -> np.ndarray:
+        """Decode in the thread pool (Pillow releases the GIL), timing it. A client error names the upload
+        (`name`), so a request with several images says which one failed."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
             return await loop.run_in_executor(self._decode_pool, preprocess, data, spec, self.settings.max_image_pixels)
+        except ClientError as error:
+            raise type(error)(f"{name}: {error}") from error
         finally:
             self.metrics.decode.labels(task).observe(time.perf_counter() - started)
 

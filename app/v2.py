@@ -14,7 +14,7 @@ import binascii
 import numpy as np
 from fastapi import APIRouter, Request
 
-from app.errors import ClientError, InvalidRequest, NotReady, PayloadTooLarge
+from app.errors import InvalidRequest, NotReady, PayloadTooLarge
 from app.registry import LoadedModel
 from app.schemas import V2InferRequest, V2InferResponse, V2ModelMetadata, V2Tensor, V2TensorMetadata
 from app.service import ModelService
@@ -113,13 +113,11 @@ async def _decode_bytes(service: ModelService, task: str, model: LoadedModel, te
         except (binascii.Error, ValueError) as error:
             raise InvalidRequest(f"BYTES element {index} is not valid base64: {error}") from error
 
-    async def decode(index: int, data: bytes) -> np.ndarray:
-        try:
-            return await service.preprocess(task, data, model.spec)
-        except ClientError as error:
-            raise type(error)(f"element {index}: {error}") from error
-
-    return list(await asyncio.gather(*(decode(i, data) for i, data in enumerate(files))))
+    return list(
+        await asyncio.gather(
+            *(service.preprocess(task, data, model.spec, f"element {i}") for i, data in enumerate(files))
+        )
+    )
 
 
 def _pixels(model: LoadedModel, tensor: V2Tensor) -> list[np.ndarray]:
