@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     tf_inter_op_threads: int = Field(
         1, ge=0, description="TensorFlow inter-op threads (0: TensorFlow's choice; 1 measured fastest on 2 cores)"
     )
+    freeze_models: bool = Field(
+        True, description="serve each signature frozen (batch norm folded; ~30% faster on CPU) when outputs agree"
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After header of 503 answers")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -36,7 +37,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if loader is None:
             _configure_tensorflow(settings)
-        service = ModelService(settings, metrics, loader or load_saved_model)
+        service = ModelService(settings, metrics, loader or partial(load_saved_model, freeze=settings.freeze_models))
         app.state.service = service
         service.start()
         try:

@@ -104,11 +104,12 @@ class ModelService:
                 continue
             self._serve(task, slot, model)
             log.info(
-                "model %s v%d ready in %.1fs (%s)",
+                "model %s v%d ready in %.1fs (%s%s)",
                 task,
                 model.metadata.version,
                 time.perf_counter() - started,
                 slot.path,
+                ", frozen" if model.frozen else "",
             )
         self.loaded.set()
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from app.registry import discover
+from app.registry import discover, load_saved_model
+from app.service import preprocess
 from tests.conftest import image_bytes, wait_ready
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -59,3 +61,21 @@ def test_real_photos_get_their_label(client: TestClient, task: str, pattern: str
     assert response.status_code == 200, response.text
     labels = [p["label"] for p in response.json()["predictions"]]
     assert labels.count(label) >= 7, labels
+
+
+@pytest.mark.skipif(not DATASETS.is_dir(), reason=f"real photos not found at {DATASETS}")
+@pytest.mark.parametrize(
+    ("task", "pattern"),
+    [
+        ("flowers", "flower_photos/tulips/*.jpg"),
+        ("cats_vs_dogs", "cats_vs_dogs/validation/*/*.jpg"),
+        ("fashion_mnist", "flower_photos/roses/*.jpg"),  # light backgrounds: the auto-invert branch
+        ("rps", "rps_28x28/test/paper/*.png"),
+    ],
+)
+def test_the_frozen_model_served_matches_the_savedmodel(task: str, pattern: str) -> None:
+    path = discover(MODELS)[task]
+    frozen, plain = load_saved_model(path), load_saved_model(path, freeze=False)
+    assert frozen.frozen, f"{task} was not frozen; see the warning logged"
+    batch = np.stack([preprocess(p.read_bytes(), frozen.spec, 10**8) for p in sorted(DATASETS.glob(pattern))[:16]])
+    np.testing.assert_allclose(frozen.predict(batch), plain.predict(batch), atol=1e-5)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from app import registry
 from app.imaging import ImageSpec
 from app.registry import ModelLoadError, discover, load_saved_model
 from tests.conftest import metadata
@@ -36,6 +38,25 @@ def test_loads_and_predicts_probabilities(tmp_path: Path) -> None:
     assert probabilities.shape == (3, 2) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     assert model.spec == SPEC
+
+
+def test_frozen_signature_gives_the_savedmodel_probabilities(tmp_path: Path) -> None:
+    path = tiny_model_dir(tmp_path)
+    frozen, plain = load_saved_model(path), load_saved_model(path, freeze=False)
+    assert frozen.frozen and not plain.frozen
+    batch = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_allclose(frozen.predict(batch), plain.predict(batch), atol=1e-6)
+
+
+def test_freezing_falls_back_to_the_savedmodel_when_outputs_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(registry, "_FREEZE_TOLERANCE", -1.0)  # any difference, even 0, counts as too large
+    with caplog.at_level(logging.WARNING, logger="app.registry"):
+        model = load_saved_model(tiny_model_dir(tmp_path))
+    assert not model.frozen
+    assert "serving the SavedModel unfrozen (frozen outputs differ by" in caplog.text
+    assert model.predict(np.zeros((1, 8, 8, 3), np.uint8)).shape == (1, 2)
 
 
 def test_label_count_must_match_the_model_output(tmp_path: Path) -> None:
