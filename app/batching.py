@@ -6,6 +6,10 @@ in an executor thread (so the event loop keeps serving I/O), and resolves each r
 own row of the result. If the model call raises, every future of *that* batch gets the exception; other
 batches are unaffected.
 
+Up to `max_concurrent_batches` model calls run at once (TF Serving's `num_batch_threads`): a CPU model
+rarely keeps every core busy through a whole call (some ops run on one thread), so a second call in flight
+fills those gaps. The executor needs as many threads.
+
 Waiting policy: a request that finds the worker idle is dispatched at once, so a quiet service never pays
 the wait cap. Only when requests were already queueing behind the previous model call (the service is
 busy) does the worker wait up to `max_wait_s` for the batch to fill, because then a fuller batch is
@@ -51,6 +55,7 @@ class MicroBatcher:
         max_batch_size: int,
         max_wait_s: float,
         max_queue_size: int,
+        max_concurrent_batches: int = 1,
         executor: Executor | None = None,
         retry_after_s: int = 1,
         on_batch: BatchObserver | None = None,
@@ -62,6 +67,8 @@ class MicroBatcher:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        if max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
         self._infer = infer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -72,6 +79,8 @@ class MicroBatcher:
         self._name = name
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._free_calls = asyncio.Semaphore(max_concurrent_batches)
+        self._calls: set[asyncio.Task[None]] = set()  # model calls in flight
         self._last_batch_done_at = 0.0
 
     @property
@@ -86,12 +95,15 @@ class MicroBatcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self._name}")
 
     async def stop(self) -> None:
-        """Stop the background task and fail every request still queued with `NotReady`."""
+        """Stop the background task and fail every request still queued or in flight with `NotReady`."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for call in list(self._calls):
+            call.cancel()
+        await asyncio.gather(*self._calls, return_exceptions=True)
         while not self._queue.empty():
             request = self._queue.get_nowait()
             if not request.future.done():
@@ -128,8 +140,13 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            busy = first.enqueued_at < self._last_batch_done_at
+            await self._free_calls.acquire()
+            try:
+                first = await self._queue.get()
+            except BaseException:
+                self._free_calls.release()
+                raise
+            busy = bool(self._calls) or first.enqueued_at < self._last_batch_done_at
             batch = [first]
             self._drain_into(batch)
             if busy and len(batch) < self.max_batch_size and self.max_wait_s > 0:
@@ -140,8 +157,14 @@ class MicroBatcher:
                     except TimeoutError:
                         break
                     self._drain_into(batch)
-            await self._execute(batch, loop)
-            self._last_batch_done_at = time.perf_counter()
+            call = loop.create_task(self._execute(batch, loop), name=f"batch-{self._name}")
+            self._calls.add(call)
+            call.add_done_callback(self._call_done)
+
+    def _call_done(self, call: asyncio.Task[None]) -> None:
+        self._calls.discard(call)
+        self._last_batch_done_at = time.perf_counter()
+        self._free_calls.release()
 
     def _drain_into(self, batch: list[_Request]) -> None:
         while len(batch) < self.max_batch_size and not self._queue.empty():
@@ -159,6 +182,11 @@ class MicroBatcher:
             results = await loop.run_in_executor(self._executor, self._infer, stacked)
             if len(results) != len(live):
                 raise ValueError(f"model returned {len(results)} rows for a batch of {len(live)}")
+        except asyncio.CancelledError:  # stop(): the service is shutting down
+            for request in live:
+                if not request.future.done():
+                    request.future.set_exception(NotReady("the service is shutting down", self._retry_after_s))
+            raise
         except Exception as error:  # any model failure fails this batch only
             log.exception("model %s failed on a batch of %d", self._name, len(live))
             for request in live:

@@ -62,7 +62,7 @@ class ModelService:
         self._loader = loader
         self._slots: dict[str, _Slot] = {}
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        self._infer_pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="infer")
+        self._infer_pool: ThreadPoolExecutor | None = None  # sized in start(), once the models are known
         self._loading: asyncio.Task[None] | None = None
         self.loaded = asyncio.Event()
 
@@ -70,6 +70,8 @@ class ModelService:
     def start(self) -> None:
         """Find the model directories now; load and warm them up in the background."""
         self._slots = {task: _Slot(path) for task, path in discover(self.settings.model_dir).items()}
+        threads = max(1, len(self._slots)) * self.settings.max_concurrent_batches
+        self._infer_pool = ThreadPoolExecutor(threads, thread_name_prefix="infer")
         log.info(
             "found %d model(s) in %s: %s", len(self._slots), self.settings.model_dir, ", ".join(self._slots) or "none"
         )
@@ -84,7 +86,8 @@ class ModelService:
             if slot.batcher is not None:
                 await slot.batcher.stop()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
-        self._infer_pool.shutdown(wait=True)
+        if self._infer_pool is not None:
+            self._infer_pool.shutdown(wait=True)
 
     async def _load_all(self) -> None:
         for task, slot in self._slots.items():
@@ -144,6 +147,7 @@ class ModelService:
             max_batch_size=s.max_batch_size,
             max_wait_s=s.max_wait_s,
             max_queue_size=s.max_queue_size,
+            max_concurrent_batches=s.max_concurrent_batches,
             executor=self._infer_pool,
             retry_after_s=s.retry_after_s,
             on_batch=observe,

@@ -193,7 +193,10 @@ def test_full_queue_is_503_with_retry_after(model_dir, loader: FakeLoader) -> No
     loader.delay_s = 0.3
 
     async def scenario() -> list[httpx.Response]:
-        app = create_app(Settings(model_dir=model_dir, max_queue_size=2, max_batch_size=1, max_wait_s=0), loader=loader)
+        settings = Settings(
+            model_dir=model_dir, max_queue_size=2, max_batch_size=1, max_wait_s=0, max_concurrent_batches=1
+        )
+        app = create_app(settings, loader=loader)
         context = await started(app)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
             responses = await asyncio.gather(
@@ -212,7 +215,7 @@ def test_full_queue_is_503_with_retry_after(model_dir, loader: FakeLoader) -> No
 def test_overload_is_refused_before_the_body_is_read(live_server, loader: FakeLoader) -> None:
     """With the queue full, a predict request gets 503 although its body never arrives."""
     loader.delay_s = 1.0
-    host, port = live_server(max_queue_size=1, max_batch_size=1, max_wait_s=0)
+    host, port = live_server(max_queue_size=1, max_batch_size=1, max_wait_s=0, max_concurrent_batches=1)
     with socket.create_connection((host, port)) as busy, socket.create_connection((host, port)) as queued:
         for sock in (busy, queued):  # one image computing, one waiting: the queue is now full
             body = (

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -19,13 +20,20 @@ class Recorder:
         self.delay_s = delay_s
         self.fail_when = fail_when
         self.threads: set[str] = set()
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         self.threads.add(threading.current_thread().name)
         values = [int(v) for v in batch[:, 0]]
         self.calls.append(values)
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if self.delay_s:
             time.sleep(self.delay_s)
+        with self._lock:
+            self.in_flight -= 1
         if self.fail_when is not None and self.fail_when in values:
             raise RuntimeError("model exploded")
         return batch[:, :1].astype(np.float32) * 10
@@ -138,7 +146,27 @@ async def test_model_runs_off_the_event_loop() -> None:
     assert threading.current_thread().name not in model.threads
 
 
-async def test_stop_fails_queued_requests_and_refuses_new_ones() -> None:
+async def test_one_model_call_at_a_time_by_default() -> None:
+    model = Recorder(delay_s=0.05)
+    batcher = await running(model, max_batch_size=1, max_wait_s=0.0, executor=ThreadPoolExecutor(4))
+    await asyncio.gather(*(batcher.submit([item(i)]) for i in range(4)))
+    await batcher.stop()
+    assert model.max_in_flight == 1
+
+
+async def test_concurrent_batches_overlap_up_to_their_cap_and_keep_each_answer() -> None:
+    model = Recorder(delay_s=0.1)
+    batcher = await running(
+        model, max_batch_size=2, max_wait_s=0.0, max_concurrent_batches=2, executor=ThreadPoolExecutor(4)
+    )
+    results = await asyncio.gather(*(batcher.submit([item(i)]) for i in range(8)))
+    await batcher.stop()
+    assert model.max_in_flight == 2
+    assert sorted(len(c) for c in model.calls) == [2, 2, 2, 2]
+    assert [float(r[0][0]) for r in results] == [i * 10 for i in range(8)]
+
+
+async def test_stop_fails_queued_and_in_flight_requests_and_refuses_new_ones() -> None:
     model = Recorder(delay_s=0.2)
     batcher = await running(model, max_batch_size=1, max_wait_s=0.0)
     first = asyncio.create_task(batcher.submit([item(0)]))
@@ -146,9 +174,9 @@ async def test_stop_fails_queued_requests_and_refuses_new_ones() -> None:
     queued = asyncio.create_task(batcher.submit([item(1)]))
     await asyncio.sleep(0)
     await batcher.stop()
-    with pytest.raises(NotReady):
-        await queued
-    first.cancel()
+    for request in (first, queued):
+        with pytest.raises(NotReady, match="shutting down"):
+            await request
     with pytest.raises(NotReady):
         await batcher.submit([item(2)])
 
@@ -158,3 +186,5 @@ def test_bad_arguments_raise_value_error() -> None:
         MicroBatcher(Recorder(), max_batch_size=0, max_wait_s=0.01, max_queue_size=1)
     with pytest.raises(ValueError, match="max_wait_s"):
         MicroBatcher(Recorder(), max_batch_size=1, max_wait_s=-1, max_queue_size=1)
+    with pytest.raises(ValueError, match="max_concurrent_batches"):
+        MicroBatcher(Recorder(), max_batch_size=1, max_wait_s=0, max_queue_size=1, max_concurrent_batches=0)
