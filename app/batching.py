@@ -6,9 +6,9 @@ in an executor thread (so the event loop keeps serving I/O), and resolves each r
 own row of the result. If the model call raises, every future of *that* batch gets the exception; other
 batches are unaffected.
 
-Up to `max_concurrent_batches` model calls run at once (TF Serving's `num_batch_threads`): a CPU model
-rarely keeps every core busy through a whole call (some ops run on one thread), so a second call in flight
-fills those gaps. The executor needs as many threads.
+Up to `max_concurrent_batches` model calls run at once (TF Serving's `num_batch_threads`), for machines
+where one call cannot keep every core busy; the executor needs as many threads. On the 2-core benchmark
+machine a second call in flight bought no throughput and raised p99, so the service's default is 1.
 
 Waiting policy: a request that finds the worker idle is dispatched at once, so a quiet service never pays
 the wait cap. Only when requests were already queueing behind the previous model call (the service is

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     max_files_per_request: int = Field(32, ge=1, description="images in one predict request (413 above)")
     decode_threads: int = Field(2, ge=1, description="threads decoding and resizing uploads off the event loop")
     max_concurrent_batches: int = Field(
-        2, ge=1, le=64, description="model calls in flight at once, per model (2 measured fastest on 2 cores)"
+        1, ge=1, le=64, description="model calls in flight at once, per model (2 bought nothing on 2 cores)"
     )
     tf_intra_op_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0: one per core)")
     tf_inter_op_threads: int = Field(

@@ -125,7 +125,7 @@ def main() -> None:
         "--queue-size",
         type=int,
         default=32,
-        help="the service's max_queue_size: small, so 128 clients overload it (up to 2 batches of 32 also run)",
+        help="the service's max_queue_size: small, so that 128 clients overload it",
     )
     parser.add_argument(
         "--service-env", nargs="*", default=[], help="extra KEY=VALUE settings for the service (tuning)"

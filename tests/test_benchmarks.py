@@ -26,3 +26,23 @@ def test_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
         assert report["service"][level]["errors_other_than_503"] == 0
     assert report["service_start"]["start_to_ready_s"] > 0 and report["service_start"]["rss_mb"] > 0
     assert "| service | 8 |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"flower photos not found at {PHOTOS}")
+@pytest.mark.skipif(not (ROOT / "models" / "flowers").is_dir(), reason="no committed flowers model")
+def test_variants_compare_settings_against_the_defaults() -> None:
+    command = [sys.executable, "-m", "benchmarks.variants", "--rounds", "1", "--concurrency", "1"]
+    command += ["--duration-s", "1", "APP_MAX_CONCURRENT_BATCHES=1 APP_MAX_WAIT_S=0"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1].startswith("| defaults |") and rows[2].startswith(
+        "| APP_MAX_CONCURRENT_BATCHES=1 APP_MAX_WAIT_S=0 |"
+    )
+    assert float(rows[1].split("|")[3]) > 0 and rows[1].split("|")[4].strip() == "1.00"
+
+
+def test_variants_refuse_a_malformed_setting() -> None:
+    command = [sys.executable, "-m", "benchmarks.variants", "APP_FREEZE_MODELS"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "not space-separated KEY=VALUE" in result.stderr
