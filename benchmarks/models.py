@@ -1,7 +1,8 @@
 """Inference time of each served SavedModel on this machine: one image, and a batch of 32 (median of
 `--repeats` calls after a warm-up; uint8 input already decoded and resized).
 
-    python -m benchmarks.models
+    python -m benchmarks.models               # as served (frozen signatures)
+    python -m benchmarks.models --no-freeze   # the SavedModels as exported
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--freeze", action=argparse.BooleanOptionalAction, default=True, help="time the frozen signature, as served"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     results = {}
     for task, path in discover(args.model_dir).items():
-        model = load_saved_model(path)
+        model = load_saved_model(path, freeze=args.freeze)
         spec = model.spec
         single = rng.integers(0, 255, (1, spec.height, spec.width, spec.channels), dtype=np.uint8)
         batch = rng.integers(0, 255, (32, spec.height, spec.width, spec.channels), dtype=np.uint8)
@@ -35,6 +39,7 @@ def main() -> None:
         thirty_two = median_ms(model.predict, batch, repeats=args.repeats)
         results[task] = {
             "version": model.metadata.version,
+            "frozen": model.frozen,
             "input": f"{spec.height}x{spec.width}x{spec.channels}",
             "single_image_ms": one,
             "batch_32_ms": thirty_two,

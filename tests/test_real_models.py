@@ -73,9 +73,8 @@ def test_real_photos_get_their_label(client: TestClient, task: str, pattern: str
         ("rps", "rps_28x28/test/paper/*.png"),
     ],
 )
-def test_the_frozen_model_served_matches_the_savedmodel(task: str, pattern: str) -> None:
+def test_the_model_served_matches_the_savedmodel(task: str, pattern: str) -> None:
     path = discover(MODELS)[task]
-    frozen, plain = load_saved_model(path), load_saved_model(path, freeze=False)
-    assert frozen.frozen, f"{task} was not frozen; see the warning logged"
+    frozen, plain = load_saved_model(path), load_saved_model(path, freeze=False)  # frozen if not slower
     batch = np.stack([preprocess(p.read_bytes(), frozen.spec, 10**8) for p in sorted(DATASETS.glob(pattern))[:16]])
     np.testing.assert_allclose(frozen.predict(batch), plain.predict(batch), atol=1e-5)
