@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     freeze_models: bool = Field(
         True, description="serve each signature frozen (batch norm folded; ~30% faster on CPU) when outputs agree"
     )
+    gc_freeze_after_load: bool = Field(
+        True, description="gc.freeze() once models are loaded, so full collections skip TensorFlow's objects"
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After header of 503 answers")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,9 +42,12 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
         service = ModelService(settings, metrics, loader or partial(load_saved_model, freeze=settings.freeze_models))
         app.state.service = service
         service.start()
+        freezing = asyncio.create_task(_freeze_heap_when_loaded(service)) if settings.gc_freeze_after_load else None
         try:
             yield
         finally:
+            if freezing is not None:
+                freezing.cancel()
             await service.stop()
 
     app = FastAPI(
@@ -120,6 +125,16 @@ def _configure_logging(settings: Settings) -> None:
     # Replace only our own handler (from an earlier create_app), never handlers the host installed.
     root.handlers[:] = [h for h in root.handlers if h.get_name() != "app"] + [handler]
     root.setLevel(settings.log_level.upper())
+
+
+async def _freeze_heap_when_loaded(service: ModelService) -> None:
+    """Once the models are loaded, move every object alive (TensorFlow's and the models', millions of them)
+    out of the garbage collector's sight. Otherwise each full collection walks them all, holding the GIL for
+    ~0.25 s: measured as the cause of p99 spikes under load."""
+    await service.loaded.wait()
+    gc.collect()
+    gc.freeze()
+    log.info("garbage collector: %d startup objects frozen", gc.get_freeze_count())
 
 
 def _configure_tensorflow(settings: Settings) -> None:

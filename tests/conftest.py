@@ -8,6 +8,7 @@ prediction is readable: class 0 ("dark") has probability 1 - mean/255 and class 
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import socket
@@ -84,6 +85,13 @@ class FakeLoader:
             return self.predict(batch)
 
         return LoadedModel(metadata=read_metadata(path), path=path, predict=predict)
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_heap() -> Iterator[None]:
+    """Each app gc.freeze()s the heap once loaded (a process-wide step); give the next test a normal one."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

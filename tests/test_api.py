@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import socket
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 from app.config import Settings
@@ -314,3 +316,14 @@ def test_highest_version_is_served(model_dir: Path, loader: FakeLoader) -> None:
 def test_index_page_is_served(client) -> None:
     response = client.get("/")
     assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_startup_objects_leave_the_garbage_collectors_sight_once_loaded(make_client, enabled: bool) -> None:
+    gc.unfreeze()
+    client = make_client(gc_freeze_after_load=enabled)
+    assert client.get("/readyz").status_code == 200  # the freeze runs on the event loop right after loading
+    deadline = time.monotonic() + 5
+    while enabled and gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (gc.get_freeze_count() > 0) is enabled
