@@ -121,7 +121,7 @@ def _freeze(
     metadata: ModelMetadata,
     version_dir: Path,
 ) -> Callable[[np.ndarray], np.ndarray] | None:
-    """`predict` through the frozen signature, or None (logged) if freezing fails or changes the outputs."""
+    """`predict` through the frozen signature, or None (logged) if freezing fails, changes the outputs or is slower."""
     import tensorflow as tf
 
     # No public API freezes a ConcreteFunction; this is the function tf.lite and TF-TRT use to do it.
