@@ -104,10 +104,11 @@ class MicroBatcher:
         for call in list(self._calls):
             call.cancel()
         await asyncio.gather(*self._calls, return_exceptions=True)
-        while not self._queue.empty():
-            request = self._queue.get_nowait()
-            if not request.future.done():
-                request.future.set_exception(NotReady("the service is shutting down", self._retry_after_s))
+        queued = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+        _fail(queued, self._shutting_down())
+
+    def _shutting_down(self) -> NotReady:
+        return NotReady("the service is shutting down", self._retry_after_s)
 
     def check_capacity(self, count: int) -> None:
         """Raise `NotReady` if the batcher is not running, `Overloaded` if `count` more images would not
@@ -149,17 +150,25 @@ class MicroBatcher:
             busy = bool(self._calls) or first.enqueued_at < self._last_batch_done_at
             batch = [first]
             self._drain_into(batch)
-            if busy and len(batch) < self.max_batch_size and self.max_wait_s > 0:
-                deadline = loop.time() + self.max_wait_s
-                while len(batch) < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
-                    try:
-                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                    except TimeoutError:
-                        break
-                    self._drain_into(batch)
+            try:
+                if busy and len(batch) < self.max_batch_size and self.max_wait_s > 0:
+                    await self._fill(batch, loop.time() + self.max_wait_s)
+            except asyncio.CancelledError:  # stop() while waiting: these left the queue, so fail them here
+                _fail(batch, self._shutting_down())
+                raise
             call = loop.create_task(self._execute(batch, loop), name=f"batch-{self._name}")
             self._calls.add(call)
             call.add_done_callback(self._call_done)
+
+    async def _fill(self, batch: list[_Request], deadline: float) -> None:
+        """Add queued requests to `batch` as they arrive, until it is full or the loop time is `deadline`."""
+        loop = asyncio.get_running_loop()
+        while len(batch) < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                return
+            self._drain_into(batch)
 
     def _call_done(self, call: asyncio.Task[None]) -> None:
         self._calls.discard(call)
@@ -183,18 +192,19 @@ class MicroBatcher:
             if len(results) != len(live):
                 raise ValueError(f"model returned {len(results)} rows for a batch of {len(live)}")
         except asyncio.CancelledError:  # stop(): the service is shutting down
-            for request in live:
-                if not request.future.done():
-                    request.future.set_exception(NotReady("the service is shutting down", self._retry_after_s))
+            _fail(live, self._shutting_down())
             raise
         except Exception as error:  # any model failure fails this batch only
             log.exception("model %s failed on a batch of %d", self._name, len(live))
-            for request in live:
-                if not request.future.done():
-                    request.future.set_exception(
-                        InferenceError(f"model {self._name} failed on this batch: {type(error).__name__}: {error}")
-                    )
+            _fail(live, InferenceError(f"model {self._name} failed on this batch: {type(error).__name__}: {error}"))
             return
         for request, result in zip(live, results, strict=True):
             if not request.future.done():
                 request.future.set_result(result)
+
+
+def _fail(requests: Sequence[_Request], error: Exception) -> None:
+    """Give `error` to every request whose caller still waits."""
+    for request in requests:
+        if not request.future.done():
+            request.future.set_exception(error)

@@ -181,6 +181,21 @@ async def test_stop_fails_queued_and_in_flight_requests_and_refuses_new_ones() -
         await batcher.submit([item(2)])
 
 
+async def test_stop_fails_a_batch_that_is_waiting_to_fill() -> None:
+    model = Recorder(delay_s=0.1)
+    batcher = await running(model, max_batch_size=8, max_wait_s=5.0)
+    first = asyncio.create_task(batcher.submit([item(0)]))
+    await asyncio.sleep(0.02)  # item 0 is being computed
+    waiting = asyncio.create_task(batcher.submit([item(1)]))
+    await asyncio.sleep(0.15)  # item 0 is done; item 1 left the queue and waits up to 5 s for company
+    assert batcher.queue_depth == 0
+    await batcher.stop()
+    with pytest.raises(NotReady, match="shutting down"):
+        await asyncio.wait_for(waiting, 1)
+    assert float((await first)[0][0]) == 0
+    assert model.calls == [[0]]
+
+
 def test_bad_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         MicroBatcher(Recorder(), max_batch_size=0, max_wait_s=0.01, max_queue_size=1)
