@@ -129,8 +129,8 @@ def _configure_logging(settings: Settings) -> None:
 
 async def _freeze_heap_when_loaded(service: ModelService) -> None:
     """Once the models are loaded, move every object alive (TensorFlow's and the models', ~376,000 here)
-    out of the garbage collector's sight. Otherwise each full collection walks them all, holding the GIL for
-    ~0.25 s: measured as the cause of p99 spikes under load."""
+    out of the garbage collector's sight. Otherwise each full collection walks them all with the GIL held,
+    stalling every request: `python -m benchmarks.variants APP_GC_FREEZE_AFTER_LOAD=false` shows the p99."""
     await service.loaded.wait()
     gc.collect()
     gc.freeze()
