@@ -2,7 +2,7 @@
 
 Tutorials: https://www.tensorflow.org/tutorials/images/transfer_learning (160x160, scaled to [-1, 1]) and
 the earlier "overfitting" notebook: 3 conv blocks + Dense 512 (77.6% validation accuracy); VGG16 frozen base
-+ global pooling + Dense 512 (94.1%). The default is transfer learning on EfficientNet-Lite0.
++ global pooling + Dense 512 (94.1%). The default is transfer learning on EfficientNet-Lite0 (`--arch efficientnet_lite0|1|2`).
 The dataset's `validation/` folder is our test split; validation is a seeded 20% of `train/`.
 
     python -m training.cats_vs_dogs --data-dir ../shared/datasets/cats_vs_dogs
@@ -27,7 +27,7 @@ URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 ARCHS = {
     "tutorial": ImageSpec(height=160, width=160, channels=3),
     "vgg16": ImageSpec(height=160, width=160, channels=3),
-    "efficientnet_lite0": ImageSpec(height=224, width=224, channels=3),
+    **transfer.ARCHS,
 }
 VALIDATION_FRACTION = 0.2
 
@@ -63,9 +63,8 @@ def build_tutorial(spec: ImageSpec, num_classes: int) -> keras.Model:
         x = layers.Conv2D(filters, 3, activation="relu")(x)
         x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(512, activation="relu")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="cats_vs_dogs_tutorial")
+    features = layers.Dense(512, activation="relu", name="features")(x)
+    return keras.Model(inputs, common.classifier(features, num_classes), name="cats_vs_dogs_tutorial")
 
 
 def build_vgg16(args: argparse.Namespace, spec: ImageSpec, num_classes: int) -> keras.Model:
@@ -83,9 +82,8 @@ def build_vgg16(args: argparse.Namespace, spec: ImageSpec, num_classes: int) -> 
     x = keras.applications.vgg16.preprocess_input(inputs)
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dense(512, activation="relu")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="cats_vs_dogs_vgg16")
+    features = layers.Dense(512, activation="relu", name="features")(x)
+    return keras.Model(inputs, common.classifier(features, num_classes), name="cats_vs_dogs_vgg16")
 
 
 def build_model(args: argparse.Namespace, spec: ImageSpec, num_classes: int) -> keras.Model:
@@ -93,11 +91,11 @@ def build_model(args: argparse.Namespace, spec: ImageSpec, num_classes: int) -> 
         return build_tutorial(spec, num_classes)
     if args.arch == "vgg16":
         return build_vgg16(args, spec, num_classes)
-    return transfer.build_efficientnet_lite0(args, spec, num_classes)
+    return transfer.build_efficientnet_lite(args, spec, num_classes)
 
 
 def fit(model: keras.Model, train: object, val: object, args: argparse.Namespace) -> dict[str, list[float]]:
-    if args.arch == "efficientnet_lite0":
+    if args.arch in transfer.ARCHS:
         return transfer.fit_two_phase(model, train, val, args)
     return common.fit(model, train, val, epochs=args.epochs, patience=args.patience)
 
@@ -111,7 +109,9 @@ TASK_SPEC = common.Task(
     load_data=load_data,
     build_model=build_model,
     fit=fit,
-    default_epochs={"tutorial": 15, "vgg16": 10, "efficientnet_lite0": 6},
+    default_epochs={"tutorial": 15, "vgg16": 10, **dict.fromkeys(transfer.ARCHS, 6)},
+    subject="a cat or a dog",
+    add_arguments=transfer.add_arguments,
 )
 
 

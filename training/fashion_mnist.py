@@ -60,7 +60,7 @@ def _read_idx(path: Path, *, images: bool) -> np.ndarray:
     return labels
 
 
-def _load_split(data_dir: Path | None, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_split(data_dir: Path | None, split: str) -> tuple[np.ndarray, np.ndarray]:
     paths = []
     for name in FILES[split]:
         if data_dir is None:
@@ -77,8 +77,8 @@ def _load_split(data_dir: Path | None, split: str) -> tuple[np.ndarray, np.ndarr
 
 
 def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
-    x, y = _load_split(args.data_dir, "train")
-    x_test, y_test = _load_split(args.data_dir, "test")
+    x, y = load_split(args.data_dir, "train")
+    x_test, y_test = load_split(args.data_dir, "test")
     return common.carve_validation(
         x,
         y,
@@ -95,9 +95,8 @@ def build_tutorial(num_classes: int) -> keras.Model:
     inputs = keras.Input((28, 28, 1))
     x = layers.Rescaling(1 / 255)(inputs)
     x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="fashion_mnist_tutorial")
+    features = layers.Dense(128, activation="relu", name="features")(x)
+    return keras.Model(inputs, common.classifier(features, num_classes), name="fashion_mnist_tutorial")
 
 
 def build_cnn(num_classes: int) -> keras.Model:
@@ -112,10 +111,8 @@ def build_cnn(num_classes: int) -> keras.Model:
         x = layers.MaxPooling2D()(x)
         x = layers.Dropout(0.2)(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(256, activation="relu")(x)
-    x = layers.Dropout(0.4)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="fashion_mnist_cnn")
+    features = layers.Dense(256, activation="relu", name="features")(x)
+    return keras.Model(inputs, common.classifier(features, num_classes, dropout=0.4), name="fashion_mnist_cnn")
 
 
 def build_model(args: argparse.Namespace, spec: ImageSpec, num_classes: int) -> keras.Model:
@@ -135,6 +132,7 @@ TASK_SPEC = common.Task(
     default_patience=5,
     auto_invert=True,
     input_notes=INPUT_NOTES,
+    subject="a garment, shoe or bag",
 )
 
 

@@ -2,7 +2,7 @@
 
 Tutorial: https://www.tensorflow.org/tutorials/images/classification (180x180, 3 conv blocks + Dense 128,
 augmentation and dropout; ~60% validation accuracy without augmentation). The default is transfer learning
-on EfficientNet-Lite0 ImageNet weights (`training/transfer.py`). A seeded, stratified 15% of the photos is
+on EfficientNet-Lite ImageNet weights (`training/transfer.py`; `--arch efficientnet_lite0|1|2`). A seeded, stratified 15% of the photos is
 the test split and another 15% the validation split.
 
     python -m training.flowers --data-dir ../shared/datasets/flower_photos
@@ -22,10 +22,7 @@ from training import common, transfer
 TASK = "flowers"
 LABELS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
-ARCHS = {
-    "tutorial": ImageSpec(height=180, width=180, channels=3),
-    "efficientnet_lite0": ImageSpec(height=224, width=224, channels=3),
-}
+ARCHS = {"tutorial": ImageSpec(height=180, width=180, channels=3), **transfer.ARCHS}
 TEST_FRACTION = 0.15
 VALIDATION_FRACTION = 0.15
 
@@ -61,15 +58,14 @@ def build_tutorial(spec: ImageSpec, num_classes: int) -> keras.Model:
         x = layers.MaxPooling2D()(x)
     x = layers.Dropout(0.2)(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="flowers_tutorial")
+    features = layers.Dense(128, activation="relu", name="features")(x)
+    return keras.Model(inputs, common.classifier(features, num_classes), name="flowers_tutorial")
 
 
 def build_model(args: argparse.Namespace, spec: ImageSpec, num_classes: int) -> keras.Model:
     if args.arch == "tutorial":
         return build_tutorial(spec, num_classes)
-    return transfer.build_efficientnet_lite0(args, spec, num_classes)
+    return transfer.build_efficientnet_lite(args, spec, num_classes)
 
 
 def fit(model: keras.Model, train: object, val: object, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -87,8 +83,10 @@ TASK_SPEC = common.Task(
     load_data=load_data,
     build_model=build_model,
     fit=fit,
-    default_epochs={"tutorial": 15, "efficientnet_lite0": 10},
+    default_epochs={"tutorial": 15, **dict.fromkeys(transfer.ARCHS, 10)},
     default_patience=4,
+    subject="a daisy, dandelion, rose, sunflower or tulip",
+    add_arguments=transfer.add_arguments,
 )
 
 

@@ -73,9 +73,8 @@ def build_tutorial(spec: ImageSpec, num_classes: int) -> keras.Model:
         x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(0.5)(x)
-    x = layers.Dense(512, activation="relu")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="rps_tutorial")
+    features = layers.Dense(512, activation="relu", name="features")(x)
+    return keras.Model(inputs, common.classifier(features, num_classes), name="rps_tutorial")
 
 
 def build_cnn(spec: ImageSpec, num_classes: int) -> keras.Model:
@@ -92,10 +91,8 @@ def build_cnn(spec: ImageSpec, num_classes: int) -> keras.Model:
         x = layers.MaxPooling2D()(x)
         x = layers.Dropout(0.2)(x)
     x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="rps_cnn")
+    features = layers.Dense(128, activation="relu", name="features")(x)
+    return keras.Model(inputs, common.classifier(features, num_classes, dropout=0.5), name="rps_cnn")
 
 
 def build_model(args: argparse.Namespace, spec: ImageSpec, num_classes: int) -> keras.Model:
@@ -113,6 +110,7 @@ TASK_SPEC = common.Task(
     default_epochs={"tutorial": 25, "cnn": 60},
     default_batch_size=32,
     default_patience=12,
+    subject="a hand showing rock, paper or scissors",
 )
 
 

@@ -1,6 +1,9 @@
-"""Transfer learning on a pretrained backbone, as the TensorFlow tutorials do it, then better:
-phase 1 trains a new head on the frozen backbone; phase 2 unfreezes the top blocks and fine-tunes them
-at a low learning rate. Augmentation runs inside the model (inactive at inference)."""
+"""Transfer learning on a pretrained EfficientNet-Lite backbone, as the TensorFlow tutorials do it, then
+better: phase 1 trains a new head on the frozen backbone; phase 2 unfreezes the top `--fine-tune-stages`
+stages and fine-tunes them at a low learning rate. Augmentation runs inside the model (inactive at
+inference). Calibration is left to temperature scaling after training (`training.calibration`): label
+smoothing is off by default, because it blurs the penultimate features that the out-of-distribution
+score reads (Müller et al. 2019, "When does label smoothing help?")."""
 
 from __future__ import annotations
 
@@ -16,9 +19,24 @@ from training import common, efficientnet_lite
 
 HEAD_LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 1e-4
-FINE_TUNE_FROM_BLOCK = 8  # the last three stages (blocks 8-15) and the head conv are fine-tuned
-LABEL_SMOOTHING = 0.1  # keeps the small dataset from making the head overconfident
+FINE_TUNE_STAGES = 3  # of the 7 stages; the head conv is always fine-tuned with them
 BACKBONE_NAME = "backbone"
+ARCHS = {
+    f"efficientnet_{name}": ImageSpec(height=v.image_size, width=v.image_size, channels=3)
+    for name, v in efficientnet_lite.VARIANTS.items()
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("transfer learning (efficientnet_* architectures)")
+    group.add_argument(
+        "--fine-tune-stages",
+        type=int,
+        default=FINE_TUNE_STAGES,
+        choices=range(len(efficientnet_lite.STAGES) + 1),
+        help="backbone stages, counted from the top, unfrozen in phase 2 (0: train the head only)",
+    )
+    group.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of both phases")
 
 
 def augmentation(x: keras.KerasTensor) -> keras.KerasTensor:
@@ -29,32 +47,31 @@ def augmentation(x: keras.KerasTensor) -> keras.KerasTensor:
     return layers.RandomContrast(0.2)(x)
 
 
-def build_efficientnet_lite0(args: argparse.Namespace, spec: ImageSpec, num_classes: int) -> keras.Model:
-    """Frozen EfficientNet-Lite0 (ImageNet) + global pooling + dropout + softmax head."""
+def build_efficientnet_lite(args: argparse.Namespace, spec: ImageSpec, num_classes: int) -> keras.Model:
+    """Frozen EfficientNet-Lite`N` (ImageNet, N from `args.arch`) + global pooling + dropout + softmax head."""
+    variant = args.arch.removeprefix("efficientnet_")
     weights = args.backbone_weights
     if weights is None:
         try:
-            weights = efficientnet_lite.default_weights_path()
+            weights = efficientnet_lite.default_weights_path(variant)
         except FileNotFoundError as error:
             raise common.TrainingError(str(error)) from error
     if not Path(weights).is_file():
         raise common.TrainingError(f"--backbone-weights {weights} is not a file")
-    backbone = efficientnet_lite.efficientnet_lite0(
-        (spec.height, spec.width, spec.channels), include_top=False, weights=Path(weights)
+    backbone = efficientnet_lite.efficientnet_lite(
+        variant, (spec.height, spec.width, spec.channels), include_top=False, weights=Path(weights)
     )
     backbone.name = BACKBONE_NAME
     backbone.trainable = False
     inputs = keras.Input((spec.height, spec.width, spec.channels))
     x = augmentation(inputs)
     x = backbone(x, training=False)  # BatchNorm stays in inference mode, also when fine-tuning
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="efficientnet_lite0_transfer")
+    features = layers.GlobalAveragePooling2D(name="features")(x)
+    return keras.Model(inputs, common.classifier(features, num_classes, dropout=0.3), name=f"{args.arch}_transfer")
 
 
 def fit_two_phase(model: keras.Model, train: Any, val: Any, args: argparse.Namespace) -> dict[str, list[float]]:
-    """`--epochs` epochs (at most) for the head, then as many for fine-tuning the top blocks."""
+    """`--epochs` epochs (at most) for the head, then as many for fine-tuning the top stages."""
     history = common.fit(
         model,
         train,
@@ -62,13 +79,17 @@ def fit_two_phase(model: keras.Model, train: Any, val: Any, args: argparse.Names
         epochs=args.epochs,
         patience=args.patience,
         learning_rate=HEAD_LEARNING_RATE,
-        label_smoothing=LABEL_SMOOTHING,
+        label_smoothing=args.label_smoothing,
     )
+    if not args.fine_tune_stages:
+        return history
     backbone = model.get_layer(BACKBONE_NAME)
     backbone.trainable = True
+    variant = efficientnet_lite.VARIANTS[args.arch.removeprefix("efficientnet_")]
+    first_block = sum(stage[0] for stage in variant.stages()[: len(efficientnet_lite.STAGES) - args.fine_tune_stages])
     for layer in backbone.layers:
         block = layer.name.split("_")[0]
-        top = layer.name.startswith("head") or (block.startswith("block") and int(block[5:]) >= FINE_TUNE_FROM_BLOCK)
+        top = layer.name.startswith("head") or (block.startswith("block") and int(block[5:]) >= first_block)
         # BatchNorm statistics stay frozen: they were learned on far more data than we have.
         layer.trainable = top and not isinstance(layer, layers.BatchNormalization)
     fine = common.fit(
@@ -79,6 +100,6 @@ def fit_two_phase(model: keras.Model, train: Any, val: Any, args: argparse.Names
         patience=args.patience,
         learning_rate=FINE_TUNE_LEARNING_RATE,
         initial_epoch=len(history["loss"]),
-        label_smoothing=LABEL_SMOOTHING,
+        label_smoothing=args.label_smoothing,
     )
     return {key: history[key] + fine[key] for key in history}
