@@ -3,7 +3,7 @@
 One `MicroBatcher` per model owns a bounded queue and one background task. The task takes the oldest
 request, adds whatever else is already queued (up to `max_batch_size`), runs the model on the stacked batch
 in an executor thread (so the event loop keeps serving I/O), and resolves each request's future with its
-own row of the result. If the model call raises, every future of *that* batch gets the exception; other
+own row of the result (or, when the model returns several named outputs, a dict of its rows). If the model call raises, every future of *that* batch gets the exception; other
 batches are unaffected.
 
 Up to `max_concurrent_batches` model calls run at once (TF Serving's `num_batch_threads`), for machines
@@ -22,9 +22,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,22 +36,26 @@ log = logging.getLogger(__name__)
 BatchObserver = Callable[[int, Sequence[float]], None]
 """Called once per model call with the batch size and each member's queue wait in seconds."""
 
+BatchResult = np.ndarray | Mapping[str, np.ndarray]
+"""What `infer` returns for a batch of n: one `[n, ...]` array, or named `[n, ...]` arrays."""
+
 
 @dataclass
 class _Request:
     """One image waiting for the model, and the future its caller awaits."""
 
     item: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Any]
     enqueued_at: float = field(default_factory=time.perf_counter)
 
 
 class MicroBatcher:
-    """Batches calls to `infer`, which maps a stacked `[n, ...]` array to an `[n, ...]` result."""
+    """Batches calls to `infer`, which maps a stacked `[n, ...]` array to a `BatchResult`; each caller
+    gets its own row (a dict of rows for named outputs)."""
 
     def __init__(
         self,
-        infer: Callable[[np.ndarray], np.ndarray],
+        infer: Callable[[np.ndarray], BatchResult],
         *,
         max_batch_size: int,
         max_wait_s: float,
@@ -121,7 +126,7 @@ class MicroBatcher:
                 self._retry_after_s,
             )
 
-    async def submit(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
+    async def submit(self, items: Sequence[np.ndarray]) -> list[Any]:
         """Queue `items` (all or none) and return their results in the same order.
 
         Raises `Overloaded` if the queue has no room for all of them, `NotReady` if the batcher is not
@@ -188,9 +193,7 @@ class MicroBatcher:
             self._on_batch(len(live), [started - r.enqueued_at for r in live])
         try:
             stacked = np.stack([r.item for r in live])
-            results = await loop.run_in_executor(self._executor, self._infer, stacked)
-            if len(results) != len(live):
-                raise ValueError(f"model returned {len(results)} rows for a batch of {len(live)}")
+            results = _rows(await loop.run_in_executor(self._executor, self._infer, stacked), len(live))
         except asyncio.CancelledError:  # stop(): the service is shutting down
             _fail(live, self._shutting_down())
             raise
@@ -201,6 +204,18 @@ class MicroBatcher:
         for request, result in zip(live, results, strict=True):
             if not request.future.done():
                 request.future.set_result(result)
+
+
+def _rows(results: BatchResult, count: int) -> list[Any]:
+    """Split a batch result into `count` per-request rows; ValueError if any output has another length."""
+    if isinstance(results, Mapping):
+        lengths = {name: len(value) for name, value in results.items()}
+        if any(length != count for length in lengths.values()):
+            raise ValueError(f"model returned {lengths} rows for a batch of {count}")
+        return [{name: value[i] for name, value in results.items()} for i in range(count)]
+    if len(results) != count:
+        raise ValueError(f"model returned {len(results)} rows for a batch of {count}")
+    return list(results)
 
 
 def _fail(requests: Sequence[_Request], error: Exception) -> None:

@@ -5,7 +5,8 @@ Hierarchy::
     ServiceError                      base of everything the service raises on purpose
     ├── ClientError                   the request is at fault (4xx)
     │   ├── InvalidImage              400 corrupt or truncated image
-    │   ├── UnknownTask               404 no model serves this task
+    │   ├── NotFound                  404 no such resource
+    │   │   └── UnknownTask           404 no model serves this task
     │   ├── PayloadTooLarge           413 too many bytes, pixels or files
     │   ├── UnsupportedImageType      415 not an image format the service decodes
     │   └── InvalidRequest            422 malformed request (bad tensor shape, bad base64, ...)
@@ -32,7 +33,11 @@ class InvalidImage(ClientError):
     """The bytes look like a supported image but cannot be decoded (corrupt or truncated)."""
 
 
-class UnknownTask(ClientError):
+class NotFound(ClientError):
+    """The requested resource (a model version, a plot) does not exist."""
+
+
+class UnknownTask(NotFound):
     """No model is configured for the requested task."""
 
 
@@ -70,7 +75,7 @@ class InferenceError(ServiceError):
 
 _STATUS: tuple[tuple[type[ServiceError], int], ...] = (
     (InvalidImage, 400),
-    (UnknownTask, 404),
+    (NotFound, 404),
     (PayloadTooLarge, 413),
     (UnsupportedImageType, 415),
     (InvalidRequest, 422),

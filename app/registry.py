@@ -3,6 +3,10 @@
 `discover` only lists directories (fast, at startup); `load_saved_model` does the slow part (TensorFlow)
 and checks that `metadata.json` and the SavedModel's signature agree, raising `ModelLoadError` with one
 clear sentence otherwise.
+
+A loaded model's `predict` maps uint8 images `[n, H, W, C]` to its outputs under fixed names, whatever the
+signature calls them: `PROBABILITIES` `[n, classes]` and, for models whose metadata declares `ood`,
+`OOD_SCORE` `[n]`.
 """
 
 from __future__ import annotations
@@ -24,19 +28,29 @@ from app.schemas import ModelMetadata
 log = logging.getLogger(__name__)
 
 
+PROBABILITIES = "probabilities"
+OOD_SCORE = "ood_score"
+Outputs = dict[str, np.ndarray]
+
+
 class ModelLoadError(Exception):
     """A model directory cannot be served; the message says why."""
 
 
 @dataclass
 class LoadedModel:
-    """A servable model: its metadata and `predict`, mapping uint8 `[n, H, W, C]` to probabilities `[n, classes]`."""
+    """A servable model: its metadata and `predict`, mapping uint8 `[n, H, W, C]` to `Outputs`."""
 
     metadata: ModelMetadata
     path: Path
-    predict: Callable[[np.ndarray], np.ndarray]
+    predict: Callable[[np.ndarray], Outputs]
     handle: Any = None  # keeps the loaded SavedModel (and its variables) alive
     frozen: bool = False  # `predict` runs the frozen signature (see `load_saved_model`)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The names `predict` returns."""
+        return (PROBABILITIES, OOD_SCORE) if self.metadata.ood is not None else (PROBABILITIES,)
 
     @property
     def spec(self) -> ImageSpec:
@@ -98,29 +112,54 @@ def load_saved_model(version_dir: Path, *, freeze: bool = True) -> LoadedModel:
         raise ModelLoadError(f"{version_dir} has no signature {sig.name!r} (has {sorted(loaded.signatures)})")
     function = loaded.signatures[sig.name]
     _check_signature(function, metadata, version_dir)
-    input_name, output_name = sig.input, sig.output
+    names = _output_names(metadata)  # our name -> the signature's
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        outputs = function(**{input_name: tf.constant(batch, dtype=tf.uint8)})
-        return np.asarray(outputs[output_name].numpy(), dtype=np.float32)
+    def predict(batch: np.ndarray) -> Outputs:
+        outputs = function(**{sig.input: tf.constant(batch, dtype=tf.uint8)})
+        return {ours: np.asarray(outputs[theirs].numpy(), dtype=np.float32) for ours, theirs in names.items()}
 
     if freeze:
-        frozen = _freeze(function, output_name, predict, metadata, version_dir)
+        frozen = _freeze(function, names, predict, metadata, version_dir)
         if frozen is not None:
             return LoadedModel(metadata=metadata, path=version_dir, predict=frozen, frozen=True)
     return LoadedModel(metadata=metadata, path=version_dir, predict=predict, handle=loaded)
 
 
-_FREEZE_TOLERANCE = 1e-4  # probabilities; float reassociation after folding moves them by ~1e-6
+def _output_names(metadata: ModelMetadata) -> dict[str, str]:
+    names = {PROBABILITIES: metadata.signature.output}
+    if metadata.ood is not None:
+        names[OOD_SCORE] = metadata.ood.output
+    return names
+
+
+_FREEZE_TOLERANCE = 1e-4  # relative; float reassociation after folding moves outputs by ~1e-6
+
+
+def probe_batch(metadata: ModelMetadata) -> np.ndarray:
+    """Noise, all black and all white: both branches of fashion_mnist's in-graph inversion run."""
+    info = metadata.input
+    shape = (info.height, info.width, info.channels)
+    noise = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    return np.stack([noise, np.zeros(shape, np.uint8), np.full(shape, 255, np.uint8)])
+
+
+def max_difference(first: Outputs, second: Outputs) -> float:
+    """The largest difference between two models' outputs, relative to each output's scale (so an OOD
+    distance in the hundreds is held to the same 1e-4 as a probability)."""
+    worst = 0.0
+    for name, value in first.items():
+        scale = max(1.0, float(np.abs(second[name]).max()))
+        worst = max(worst, float(np.abs(value - second[name]).max()) / scale)
+    return worst
 
 
 def _freeze(
     function: Any,
-    output_name: str,
-    reference: Callable[[np.ndarray], np.ndarray],
+    names: dict[str, str],
+    reference: Callable[[np.ndarray], Outputs],
     metadata: ModelMetadata,
     version_dir: Path,
-) -> Callable[[np.ndarray], np.ndarray] | None:
+) -> Callable[[np.ndarray], Outputs] | None:
     """`predict` through the frozen signature, or None (logged) if freezing fails, changes the outputs or is slower."""
     import tensorflow as tf
 
@@ -134,17 +173,15 @@ def _freeze(
         return None
     # The frozen function takes the input positionally and returns the outputs flattened as a list,
     # in the order `tf.nest` flattens the signature's output dict: sorted by name.
-    index = sorted(function.structured_outputs).index(output_name)
+    order = sorted(function.structured_outputs)
+    index = {ours: order.index(theirs) for ours, theirs in names.items()}
 
-    def predict(batch: np.ndarray) -> np.ndarray:
+    def predict(batch: np.ndarray) -> Outputs:
         outputs = frozen(tf.constant(batch, dtype=tf.uint8))
-        return np.asarray(outputs[index].numpy(), dtype=np.float32)
+        return {ours: np.asarray(outputs[i].numpy(), dtype=np.float32) for ours, i in index.items()}
 
-    info = metadata.input
-    shape = (info.height, info.width, info.channels)
-    noise = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    probe = np.stack([noise, np.zeros(shape, np.uint8), np.full(shape, 255, np.uint8)])  # dark and light branches
-    difference = float(np.abs(predict(probe) - reference(probe)).max())
+    probe = probe_batch(metadata)
+    difference = max_difference(predict(probe), reference(probe))
     if not difference <= _FREEZE_TOLERANCE:
         log.warning("%s: serving the SavedModel unfrozen (frozen outputs differ by %.2g)", version_dir, difference)
         return None
@@ -162,8 +199,8 @@ def _freeze(
 
 
 def _best_seconds(
-    first: Callable[[np.ndarray], np.ndarray],
-    second: Callable[[np.ndarray], np.ndarray],
+    first: Callable[[np.ndarray], Outputs],
+    second: Callable[[np.ndarray], Outputs],
     batches: Sequence[np.ndarray],
 ) -> tuple[float, float]:
     """The fastest of 7 timed rounds of each over `batches` (one call per batch), after an untimed round.
@@ -199,3 +236,11 @@ def _check_signature(function: Any, metadata: ModelMetadata, version_dir: Path) 
         raise ModelLoadError(
             f"{version_dir}: model outputs {classes} classes, metadata lists {len(metadata.labels)} labels"
         )
+    if metadata.ood is not None:
+        name = metadata.ood.output
+        if name not in outputs:
+            raise ModelLoadError(f"{version_dir}: signature outputs {sorted(outputs)} lack the ood output {name!r}")
+        if outputs[name].shape.as_list() != [None]:
+            raise ModelLoadError(
+                f"{version_dir}: ood output {name!r} has shape {outputs[name].shape.as_list()}, expected [None]"
+            )

@@ -6,8 +6,9 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi.responses import FileResponse
 
-from app.errors import NotReady, PayloadTooLarge
+from app.errors import NotFound, NotReady, PayloadTooLarge
 from app.registry import LoadedModel
 from app.schemas import Health, ModelSummary, PredictResponse, Problem
 from app.service import ModelService, postprocess
@@ -53,13 +54,16 @@ async def predict(
             for upload, data in zip(file, contents, strict=True)
         )
     )
-    probabilities = await service.infer(task, images)
-    labels = model.metadata.labels
-    k = min(top_k or len(labels), len(labels))
+    outputs = await service.infer(task, images)
+    meta = model.metadata
+    k = min(top_k or len(meta.labels), len(meta.labels))
+    threshold = meta.ood.threshold if meta.ood else None
     return PredictResponse(
         task=task,
-        model_version=model.metadata.version,
-        predictions=[postprocess(p, labels, k, upload.filename) for p, upload in zip(probabilities, file, strict=True)],
+        model_version=meta.version,
+        predictions=[
+            postprocess(o, meta.labels, k, upload.filename, threshold) for o, upload in zip(outputs, file, strict=True)
+        ],
     )
 
 
@@ -74,6 +78,16 @@ async def get_model(request: Request, task: str) -> ModelSummary:
     return _summary(_service(request).model(task))
 
 
+# The plots training writes beside the SavedModel (training/plots.py), served from the version directory.
+PLOTS = {
+    "training_curves": "training_curves.png",
+    "confusion_matrix": "confusion_matrix.png",
+    "reliability": "reliability.png",
+    "ood_scores": "ood_scores.png",
+    "test_predictions": "test_predictions.png",
+}
+
+
 def _summary(model: LoadedModel) -> ModelSummary:
     meta = model.metadata
     return ModelSummary(
@@ -83,8 +97,31 @@ def _summary(model: LoadedModel) -> ModelSummary:
         input=meta.input,
         architecture=meta.architecture,
         metrics=meta.metrics,
+        calibration=meta.calibration.model_dump() if meta.calibration else None,
+        ood=meta.ood.model_dump() if meta.ood else None,
+        subject=meta.subject,
+        plots={
+            name: f"/models/{meta.task}/plots/{name}" for name, file in PLOTS.items() if (model.path / file).is_file()
+        },
         metadata=meta.model_dump(),
     )
+
+
+@router.get(
+    "/models/{task}/plots/{name}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, 404: {"model": Problem, "description": "no such plot"}},
+    tags=["models"],
+)
+async def get_plot(request: Request, task: str, name: str) -> FileResponse:
+    """A plot of the served model version, drawn at training time (see `plots` in `GET /models/{task}`)."""
+    model = _service(request).model(task)
+    path = model.path / PLOTS[name] if name in PLOTS else None
+    if path is None or not path.is_file():
+        raise NotFound(
+            f"model {task!r} version {model.metadata.version} has no plot {name!r}; it has {sorted(_summary(model).plots)}"
+        )
+    return FileResponse(path, media_type="image/png")
 
 
 @router.get("/healthz", response_model=Health, tags=["health"])

@@ -23,8 +23,28 @@ class SignatureInfo(BaseModel):
     output: str
 
 
+class CalibrationInfo(BaseModel):
+    """How `probabilities` were calibrated inside the graph (temperature scaling); figures are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: str
+    temperature: float | None = Field(None, gt=0)
+
+
+class OodInfo(BaseModel):
+    """The out-of-distribution output of the signature and its decision threshold (flag when above)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: str
+    output: str = "ood_score"
+    threshold: float = Field(allow_inf_nan=False)
+
+
 class ModelMetadata(BaseModel):
-    """The fields DESIGN.md requires; extra fields are kept and shown by `GET /models`."""
+    """The fields DESIGN.md requires; extra fields are kept and shown by `GET /models`. `calibration`
+    and `ood` are required from this project's version 2 models on, optional for models from elsewhere."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
@@ -38,6 +58,9 @@ class ModelMetadata(BaseModel):
     dataset: dict[str, Any]
     training: dict[str, Any]
     created_at: str
+    calibration: CalibrationInfo | None = None
+    ood: OodInfo | None = None
+    subject: str | None = None
 
 
 # ------------------------------------------------------------------------------------------- REST
@@ -49,8 +72,13 @@ class LabelConfidence(BaseModel):
 class Prediction(BaseModel):
     filename: str | None
     label: str
-    confidence: float
+    confidence: float = Field(description="calibrated probability of `label` (temperature scaling in the model)")
     top_k: list[LabelConfidence]
+    out_of_distribution: bool | None = Field(
+        description="true when `ood_score` is above the model's threshold: the image does not look like what "
+        "the model was trained on (`label` is still the most probable class); null if the model has no OOD score"
+    )
+    ood_score: float | None = Field(description="higher means less like the training images; null if none")
 
 
 class PredictResponse(BaseModel):
@@ -68,6 +96,10 @@ class ModelSummary(BaseModel):
     input: InputInfo
     architecture: str
     metrics: dict[str, Any]
+    calibration: dict[str, Any] | None = Field(description="temperature scaling and its test-split figures")
+    ood: dict[str, Any] | None = Field(description="out-of-distribution method, threshold and figures")
+    subject: str | None = Field(description='what the model expects to see, e.g. "a cat or a dog"')
+    plots: dict[str, str] = Field(description="plot name -> URL of the PNG (training curves, reliability, ...)")
     metadata: dict[str, Any]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,16 @@ from app.config import Settings
 from app.errors import ClientError, NotReady, UnknownTask
 from app.imaging import ImageSpec, load_image
 from app.metrics import Metrics
-from app.registry import LoadedModel, ModelLoader, ModelLoadError, discover, load_saved_model
+from app.registry import (
+    OOD_SCORE,
+    PROBABILITIES,
+    LoadedModel,
+    ModelLoader,
+    ModelLoadError,
+    Outputs,
+    discover,
+    load_saved_model,
+)
 from app.schemas import LabelConfidence, Prediction
 
 log = logging.getLogger(__name__)
@@ -35,11 +45,28 @@ def preprocess(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:
     return load_image(data, spec, max_pixels=max_pixels)
 
 
-def postprocess(probabilities: np.ndarray, labels: Sequence[str], top_k: int, filename: str | None) -> Prediction:
-    """One row of probabilities -> the best label and the `top_k` labels by decreasing confidence."""
+def postprocess(
+    outputs: Outputs, labels: Sequence[str], top_k: int, filename: str | None, ood_threshold: float | None
+) -> Prediction:
+    """One image's outputs -> the best label, the `top_k` labels by decreasing (calibrated) confidence and,
+    where the model has an OOD score and a threshold, whether the image is out of distribution."""
+    probabilities = outputs[PROBABILITIES]
     order = np.argsort(-probabilities, kind="stable")[:top_k]
     ranked = [LabelConfidence(label=labels[i], confidence=round(float(probabilities[i]), 6)) for i in order]
-    return Prediction(filename=filename, label=ranked[0].label, confidence=ranked[0].confidence, top_k=ranked)
+    flagged: bool | None = None
+    score: float | None = None
+    if OOD_SCORE in outputs and ood_threshold is not None:
+        score = float(outputs[OOD_SCORE])
+        flagged = not score <= ood_threshold  # a NaN score is flagged: nothing vouches for the image
+        score = round(score, 6) if math.isfinite(score) else None  # JSON has no NaN or infinity
+    return Prediction(
+        filename=filename,
+        label=ranked[0].label,
+        confidence=ranked[0].confidence,
+        top_k=ranked,
+        out_of_distribution=flagged,
+        ood_score=score,
+    )
 
 
 # ------------------------------------------------------------------------------------ the service
@@ -124,15 +151,18 @@ class ModelService:
         self.metrics.queue_depth.labels(task).set_function(lambda: batcher.queue_depth)
 
     def _warm_up(self, model: LoadedModel) -> None:
-        """Run a single image and a full batch so the first real requests don't pay for initialization."""
+        """Run a single image and a full batch so the first real requests don't pay for initialization,
+        checking that every output has the shape the metadata promises."""
         spec = model.spec
         for n in (1, self.settings.max_batch_size):
-            probabilities = model.predict(np.zeros((n, spec.height, spec.width, spec.channels), np.uint8))
-            if probabilities.shape != (n, len(model.metadata.labels)):
-                raise ModelLoadError(f"{model.path}: warm-up returned shape {probabilities.shape}")
+            outputs = model.predict(np.zeros((n, spec.height, spec.width, spec.channels), np.uint8))
+            expected = {PROBABILITIES: (n, len(model.metadata.labels)), OOD_SCORE: (n,)}
+            shapes = {name: value.shape for name, value in outputs.items()}
+            if shapes != {name: expected[name] for name in model.outputs}:
+                raise ModelLoadError(f"{model.path}: warm-up returned shapes {shapes}")
 
     def _make_batcher(self, task: str, model: LoadedModel) -> MicroBatcher:
-        def infer(batch: np.ndarray) -> np.ndarray:
+        def infer(batch: np.ndarray) -> Outputs:
             with self.metrics.inference.labels(task).time():
                 return model.predict(batch)
 
@@ -207,8 +237,9 @@ class ModelService:
             raise NotReady(f"model {task!r} is still loading", self.settings.retry_after_s)
         slot.batcher.check_capacity(count)
 
-    async def infer(self, task: str, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Probabilities for each image, through the task's micro-batcher."""
+    async def infer(self, task: str, images: Sequence[np.ndarray]) -> list[Outputs]:
+        """Each image's outputs (`PROBABILITIES`, and `OOD_SCORE` if the model has one), through the
+        task's micro-batcher."""
         slot = self._slots[task]
         if slot.batcher is None:
             raise NotReady(f"model {task!r} is still loading", self.settings.retry_after_s)

@@ -2,7 +2,9 @@
 
 `POST /v2/models/{task}/infer` takes one input tensor: `BYTES` of base64-encoded image files (shape [n])
 decoded exactly like uploads, or `UINT8` pixels of the model's exact input shape [n, H, W, C]. It returns
-one `FP32` tensor of probabilities [n, classes]. Errors are `{"error": "..."}` as the protocol says.
+an `FP32` tensor of calibrated probabilities [n, classes] and, for models with an out-of-distribution
+score, an `FP32` tensor `ood_score` [n] (flag an image when it is above the threshold of
+`GET /models/{task}`). Errors are `{"error": "..."}` as the protocol says.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import numpy as np
 from fastapi import APIRouter, Request
 
 from app.errors import InvalidRequest, NotReady, PayloadTooLarge
-from app.registry import LoadedModel
+from app.registry import OOD_SCORE, PROBABILITIES, LoadedModel
 from app.schemas import V2InferRequest, V2InferResponse, V2ModelMetadata, V2Tensor, V2TensorMetadata
 from app.service import ModelService
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+_FLT_MAX = float(np.finfo(np.float32).max)
 
 
 def _service(request: Request) -> ModelService:
@@ -44,6 +47,9 @@ async def ready(request: Request) -> dict[str, bool]:
 async def model_metadata(request: Request, task: str) -> V2ModelMetadata:
     model = _service(request).model(task)
     info, sig = model.metadata.input, model.metadata.signature
+    outputs = [V2TensorMetadata(name=sig.output, datatype="FP32", shape=[-1, len(model.metadata.labels)])]
+    if model.metadata.ood is not None:
+        outputs.append(V2TensorMetadata(name=model.metadata.ood.output, datatype="FP32", shape=[-1]))
     return V2ModelMetadata(
         name=task,
         versions=[str(model.metadata.version)],
@@ -52,7 +58,7 @@ async def model_metadata(request: Request, task: str) -> V2ModelMetadata:
             V2TensorMetadata(name=sig.input, datatype="BYTES", shape=[-1]),
             V2TensorMetadata(name=sig.input, datatype="UINT8", shape=[-1, info.height, info.width, info.channels]),
         ],
-        outputs=[V2TensorMetadata(name=sig.output, datatype="FP32", shape=[-1, len(model.metadata.labels)])],
+        outputs=outputs,
     )
 
 
@@ -74,20 +80,17 @@ async def infer(request: Request, task: str, body: V2InferRequest) -> V2InferRes
         images = _pixels(model, tensor)
     else:
         raise InvalidRequest(f"input datatype must be BYTES (encoded images) or UINT8 (pixels), got {tensor.datatype}")
-    probabilities = np.stack(await service.infer(task, images))
-    return V2InferResponse(
-        model_name=task,
-        model_version=str(model.metadata.version),
-        id=body.id,
-        outputs=[
-            V2Tensor(
-                name=model.metadata.signature.output,
-                datatype="FP32",
-                shape=list(probabilities.shape),
-                data=probabilities.ravel().tolist(),
-            )
-        ],
-    )
+    results = await service.infer(task, images)
+    meta = model.metadata
+    names = {PROBABILITIES: meta.signature.output, OOD_SCORE: meta.ood.output if meta.ood else OOD_SCORE}
+    tensors = []
+    for ours in model.outputs:
+        # JSON has no NaN or infinity: a non-finite score is sent as the largest float32 (flagged).
+        stacked = np.nan_to_num(np.stack([r[ours] for r in results]), nan=_FLT_MAX, posinf=_FLT_MAX, neginf=-_FLT_MAX)
+        tensors.append(
+            V2Tensor(name=names[ours], datatype="FP32", shape=list(stacked.shape), data=stacked.ravel().tolist())
+        )
+    return V2InferResponse(model_name=task, model_version=str(meta.version), id=body.id, outputs=tensors)
 
 
 def _check_count(service: ModelService, task: str, count: int) -> None:

@@ -3,6 +3,8 @@
 The fake model lives in a real model directory (`<tmp>/models/<task>/<version>/metadata.json`), so the
 service's discovery and metadata validation run for real; only the SavedModel call is replaced. Its
 prediction is readable: class 0 ("dark") has probability 1 - mean/255 and class 1 ("light") mean/255.
+Its out-of-distribution score is how colourful the image is (0 for grays, 1 for pure red): shades of gray
+are what it "was trained on", and anything above `OOD_THRESHOLD` is flagged.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
-from app.registry import LoadedModel, read_metadata
+from app.registry import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
 
 LABELS = ["dark", "light"]
+OOD_THRESHOLD = 0.2
 
 
 def image_bytes(
@@ -52,6 +55,9 @@ def metadata(task: str = "shades", version: int = 1, **overrides: Any) -> dict[s
         "dataset": {"name": "fake", "train_examples": 0, "validation_examples": 0},
         "training": {"epochs": 0, "seconds": 0.0, "command": "none", "tensorflow": "none"},
         "created_at": "2026-01-01T00:00:00+00:00",
+        "calibration": {"method": "temperature", "temperature": 1.0},
+        "ood": {"method": "colourfulness", "output": "ood_score", "threshold": OOD_THRESHOLD},
+        "subject": "a shade of gray",
     }
     meta.update(overrides)
     return meta
@@ -69,8 +75,15 @@ def brightness(batch: np.ndarray) -> np.ndarray:
     return np.stack([1 - light, light], axis=1).astype(np.float32)
 
 
+def colourfulness(batch: np.ndarray) -> np.ndarray:
+    """Mean of (max - min channel) / 255 per image: 0 for any gray, 1 for a saturated primary colour."""
+    spread = batch.max(axis=-1).astype(np.float32) - batch.min(axis=-1)
+    return (spread.reshape(len(batch), -1).mean(axis=1) / 255.0).astype(np.float32)
+
+
 class FakeLoader:
-    """Loads metadata for real; `predict` is `brightness` unless a test swaps it. Records batch sizes."""
+    """Loads metadata for real; `predict` is `brightness` unless a test swaps it, plus `colourfulness` as
+    `ood_score` when the metadata declares `ood`. Records batch sizes."""
 
     def __init__(self) -> None:
         self.batches: list[int] = []
@@ -78,13 +91,18 @@ class FakeLoader:
         self.delay_s = 0.0
 
     def __call__(self, path: Path) -> LoadedModel:
-        def predict(batch: np.ndarray) -> np.ndarray:
+        meta = read_metadata(path)
+
+        def predict(batch: np.ndarray) -> Outputs:
             self.batches.append(len(batch))
             if self.delay_s:
                 time.sleep(self.delay_s)
-            return self.predict(batch)
+            outputs = {PROBABILITIES: self.predict(batch)}
+            if meta.ood is not None:
+                outputs[OOD_SCORE] = colourfulness(batch)
+            return outputs
 
-        return LoadedModel(metadata=read_metadata(path), path=path, predict=predict)
+        return LoadedModel(metadata=meta, path=path, predict=predict)
 
 
 @pytest.fixture(autouse=True)

@@ -40,6 +40,42 @@ def test_predict_returns_labelled_confidences_in_upload_order(client) -> None:
     assert abs(sum(entry["confidence"] for entry in first["top_k"]) - 1) < 1e-5
 
 
+def test_predictions_flag_images_unlike_the_training_data(client) -> None:
+    files = [("file", ("gray.png", image_bytes((90, 90, 90)))), ("file", ("red.png", image_bytes((255, 0, 0))))]
+    gray, red = client.post("/predict/shades", files=files).json()["predictions"]
+    assert gray["out_of_distribution"] is False and gray["ood_score"] == 0.0
+    assert red["out_of_distribution"] is True and red["ood_score"] == 1.0
+    assert red["label"] in ("dark", "light") and len(red["top_k"]) == 2  # still ranked: the client decides
+
+
+def test_a_model_without_ood_score_serves_with_nulls(make_client, model_dir) -> None:
+    write_model_dir(model_dir, task="legacy", ood=None, calibration=None)
+    client = make_client()
+    prediction = client.post("/predict/legacy", files={"file": ("red.png", image_bytes((255, 0, 0)))}).json()
+    assert prediction["predictions"][0]["label"] == "dark"
+    assert prediction["predictions"][0]["out_of_distribution"] is None
+    assert prediction["predictions"][0]["ood_score"] is None
+    info = client.get("/models/legacy").json()
+    assert info["ood"] is None and info["calibration"] is None
+
+
+def test_model_info_shows_calibration_ood_and_plots(client, model_dir) -> None:
+    plot = image_bytes(size=(30, 20))
+    (model_dir / "shades" / "1" / "reliability.png").write_bytes(plot)
+    info = client.get("/models/shades").json()
+    assert info["calibration"]["method"] == "temperature"
+    assert info["ood"]["threshold"] == 0.2 and info["ood"]["output"] == "ood_score"
+    assert info["subject"] == "a shade of gray"
+    assert info["plots"] == {"reliability": "/models/shades/plots/reliability"}
+    response = client.get(info["plots"]["reliability"])
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.content == plot
+    missing = client.get("/models/shades/plots/training_curves")
+    assert missing.status_code == 404 and "has no plot 'training_curves'" in missing.json()["detail"]
+    assert client.get("/models/shades/plots/..%2Fmetadata.json").status_code == 404
+    assert client.get("/models/shades/plots/metadata").status_code == 404
+
+
 def test_top_k_limits_the_labels(client) -> None:
     response = client.post("/predict/shades?top_k=1", files={"file": ("b.png", BLACK)})
     assert [e["label"] for e in response.json()["predictions"][0]["top_k"]] == ["dark"]

@@ -203,3 +203,22 @@ def test_bad_arguments_raise_value_error() -> None:
         MicroBatcher(Recorder(), max_batch_size=1, max_wait_s=-1, max_queue_size=1)
     with pytest.raises(ValueError, match="max_concurrent_batches"):
         MicroBatcher(Recorder(), max_batch_size=1, max_wait_s=0, max_queue_size=1, max_concurrent_batches=0)
+
+
+async def test_named_outputs_are_split_into_each_callers_row() -> None:
+    def two_outputs(batch: np.ndarray) -> dict[str, np.ndarray]:
+        return {"probabilities": batch.astype(np.float32) / 10, "ood_score": batch[:, 0].astype(np.float32)}
+
+    batcher = MicroBatcher(two_outputs, max_batch_size=8, max_wait_s=0.05, max_queue_size=64)
+    batcher.start()
+    results = await asyncio.gather(*(batcher.submit([item(i)]) for i in range(3)))
+    assert [r[0]["ood_score"] for r in results] == [0.0, 1.0, 2.0]
+    assert [float(r[0]["probabilities"][0]) for r in results] == pytest.approx([0.0, 0.1, 0.2])
+
+    def ragged(batch: np.ndarray) -> dict[str, np.ndarray]:
+        return {"probabilities": batch.astype(np.float32), "ood_score": np.zeros(len(batch) + 1, np.float32)}
+
+    batcher._infer = ragged  # the same batcher, now with a model whose outputs disagree in length
+    with pytest.raises(InferenceError, match="rows for a batch of 1"):
+        await batcher.submit([item(7)])
+    await batcher.stop()

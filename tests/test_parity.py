@@ -19,7 +19,7 @@ from PIL import Image, ImageFilter
 from app.config import Settings
 from app.imaging import ImageSpec
 from app.main import create_app
-from app.registry import LoadedModel, read_metadata
+from app.registry import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
 from tests.conftest import metadata, wait_ready
 from training.common import load_image_folder
 
@@ -68,9 +68,12 @@ def test_training_and_serving_feed_the_model_identical_arrays(tmp_path: Path, ch
     received: list[np.ndarray] = []
 
     def loader(path: Path) -> LoadedModel:
-        def predict(batch: np.ndarray) -> np.ndarray:
+        def predict(batch: np.ndarray) -> Outputs:
             received.extend(batch)
-            return np.full((len(batch), 2), 0.5, np.float32)
+            return {
+                PROBABILITIES: np.full((len(batch), 2), 0.5, np.float32),
+                OOD_SCORE: np.zeros(len(batch), np.float32),
+            }
 
         return LoadedModel(metadata=read_metadata(path), path=path, predict=predict)
 

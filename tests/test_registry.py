@@ -12,32 +12,71 @@ import pytest
 
 from app import registry
 from app.imaging import ImageSpec
-from app.registry import ModelLoadError, discover, load_saved_model
+from app.registry import OOD_SCORE, PROBABILITIES, ModelLoadError, discover, load_saved_model
 from tests.conftest import metadata
-from training.common import export
+from training.common import classifier, export, heads
+from training.ood import Detector
 
 SPEC = ImageSpec(height=8, width=8, channels=3)
 
 
-def tiny_model_dir(root: Path, *, classes: int = 2, **meta_overrides: object) -> Path:
+def tiny_model_dir(root: Path, *, classes: int = 2, with_ood: bool = True, **meta_overrides: object) -> Path:
+    """A real SavedModel from the training exporter: calibrated probabilities and, with `ood`, an energy score."""
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    features = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    model = keras.Model(inputs, classifier(features, classes))
     path = root / "shades" / "1"
-    signature = export(keras.Model(inputs, outputs), path, SPEC, auto_invert=False)
+    detector = Detector("energy") if with_ood else None
+    signature = export(heads(model), path, SPEC, auto_invert=False, temperature=2.0, detector=detector)
     meta = metadata(input={"height": 8, "width": 8, "channels": 3, "resize": "bilinear"}, signature=signature)
+    if not with_ood:
+        meta["ood"] = None
     meta.update(meta_overrides)
     (path / "metadata.json").write_text(json.dumps(meta))
     return path
 
 
-def test_loads_and_predicts_probabilities(tmp_path: Path) -> None:
+def test_loads_and_predicts_probabilities_and_ood_score(tmp_path: Path) -> None:
     model = load_saved_model(tiny_model_dir(tmp_path))
-    probabilities = model.predict(np.zeros((3, 8, 8, 3), np.uint8))
+    outputs = model.predict(np.zeros((3, 8, 8, 3), np.uint8))
+    assert set(outputs) == {PROBABILITIES, OOD_SCORE}
+    probabilities = outputs[PROBABILITIES]
     assert probabilities.shape == (3, 2) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert outputs[OOD_SCORE].shape == (3,) and outputs[OOD_SCORE].dtype == np.float32
     assert model.spec == SPEC
+
+
+def test_the_exported_signature_has_both_outputs_and_calibrates_inside(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    path = tiny_model_dir(tmp_path)
+    loaded = tf.saved_model.load(str(path))
+    function = loaded.signatures["serving_default"]
+    assert set(function.structured_outputs) == {"probabilities", "ood_score"}
+    assert function.structured_outputs["ood_score"].shape.as_list() == [None]
+    # softmax(logits / 2) is flatter than softmax(logits): the graph applies the temperature.
+    batch = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    probabilities = function(images=tf.constant(batch))["probabilities"].numpy()
+    weights = function.variables
+    kernel = next(v.numpy() for v in weights if v.shape == (3, 2))
+    bias = next(v.numpy() for v in weights if v.shape == (2,))
+    logits = (batch.astype(np.float32) / 255).mean(axis=(1, 2)) @ kernel + bias
+    expected = np.exp(logits / 2) / np.exp(logits / 2).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+def test_a_model_without_ood_serves_probabilities_only(tmp_path: Path) -> None:
+    model = load_saved_model(tiny_model_dir(tmp_path, with_ood=False))
+    assert set(model.predict(np.zeros((1, 8, 8, 3), np.uint8))) == {PROBABILITIES}
+    assert model.outputs == (PROBABILITIES,)
+
+
+def test_declared_ood_output_must_exist(tmp_path: Path) -> None:
+    path = tiny_model_dir(tmp_path, with_ood=False, ood={"method": "energy", "output": "ood_score", "threshold": 1.0})
+    with pytest.raises(ModelLoadError, match="lack the ood output 'ood_score'"):
+        load_saved_model(path)
 
 
 def test_frozen_signature_gives_the_savedmodel_probabilities(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,7 +85,8 @@ def test_frozen_signature_gives_the_savedmodel_probabilities(tmp_path: Path, mon
     frozen, plain = load_saved_model(path), load_saved_model(path, freeze=False)
     assert frozen.frozen and not plain.frozen
     batch = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
-    np.testing.assert_allclose(frozen.predict(batch), plain.predict(batch), atol=1e-6)
+    for name in (PROBABILITIES, OOD_SCORE):
+        np.testing.assert_allclose(frozen.predict(batch)[name], plain.predict(batch)[name], atol=1e-6)
 
 
 def test_freezing_falls_back_to_the_savedmodel_when_outputs_differ(
@@ -57,14 +97,14 @@ def test_freezing_falls_back_to_the_savedmodel_when_outputs_differ(
         model = load_saved_model(tiny_model_dir(tmp_path))
     assert not model.frozen
     assert "serving the SavedModel unfrozen (frozen outputs differ by" in caplog.text
-    assert model.predict(np.zeros((1, 8, 8, 3), np.uint8)).shape == (1, 2)
+    assert model.predict(np.zeros((1, 8, 8, 3), np.uint8))[PROBABILITIES].shape == (1, 2)
 
 
 def test_a_frozen_signature_that_is_slower_is_not_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_best_seconds", lambda frozen, saved_model, batches: (0.002, 0.001))
     model = load_saved_model(tiny_model_dir(tmp_path))
     assert not model.frozen
-    assert model.predict(np.zeros((1, 8, 8, 3), np.uint8)).shape == (1, 2)
+    assert model.predict(np.zeros((1, 8, 8, 3), np.uint8))[PROBABILITIES].shape == (1, 2)
 
 
 def test_label_count_must_match_the_model_output(tmp_path: Path) -> None:

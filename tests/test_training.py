@@ -30,6 +30,9 @@ REQUIRED = {
 }
 
 
+OOD_ARGS = ["--ood-per-set", "12"]  # small generated OOD sets keep these tests quick
+
+
 def _image(
     rng: np.random.Generator, index: int, fmt: str, mode: str = "RGB", size: tuple[int, int] = (48, 40)
 ) -> bytes:
@@ -77,8 +80,24 @@ def check_export(version_dir: Path, task: str, labels: list[str]) -> dict:
     assert {"test_accuracy", "test_examples", "split", "per_class", "confusion_matrix"} <= set(meta["metrics"])
     assert {"epochs", "seconds", "command", "tensorflow"} <= set(meta["training"])
     assert meta["training"]["command"].startswith(f"python -m training.{task}")
-    for plot in ("training_curves.png", "confusion_matrix.png", "test_predictions.png"):
+    for plot in (
+        "training_curves.png",
+        "confusion_matrix.png",
+        "test_predictions.png",
+        "reliability.png",
+        "ood_scores.png",
+    ):
         assert (version_dir / plot).stat().st_size > 1000
+    calibration = meta["calibration"]
+    assert calibration["method"] == "temperature" and calibration["split"] == "validation"
+    assert calibration["temperature"] > 0
+    assert {"ece_before", "ece_after", "nll_before", "nll_after", "bins"} <= set(calibration["test"])
+    ood = meta["ood"]
+    assert ood["method"] in ("msp", "energy", "mahalanobis", "knn") and ood["output"] == "ood_score"
+    assert ood["in_distribution_kept"] == 0.95 and set(ood["candidates"]) == {"msp", "energy", "mahalanobis", "knn"}
+    assert {"noise", "flat_colours", "gradients", "patterns", "text"} <= set(ood["evaluation"])
+    for figures in ood["evaluation"].values():
+        assert {"auroc", "flagged", "fpr_at_95_tpr", "examples"} <= set(figures)
     reader = tf.train.load_checkpoint(str(version_dir / "variables" / "variables"))
     stored = sum(int(np.prod(shape)) for shape in reader.get_variable_to_shape_map().values())
     assert stored <= meta["parameters"] + 100, f"{stored} values stored for {meta['parameters']} parameters"
@@ -88,22 +107,37 @@ def check_export(version_dir: Path, task: str, labels: list[str]) -> dict:
     batch = np.random.default_rng(0).integers(
         0, 255, (3, info["height"], info["width"], info["channels"]), dtype=np.uint8
     )
-    probabilities = serve(**{meta["signature"]["input"]: tf.constant(batch)})[meta["signature"]["output"]].numpy()
+    outputs = serve(**{meta["signature"]["input"]: tf.constant(batch)})
+    probabilities = outputs[meta["signature"]["output"]].numpy()
     assert probabilities.shape == (3, len(labels))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    assert outputs[ood["output"]].shape == (3,)
     return meta
 
 
 def test_flowers_trains_exports_and_counts_corrupt_files(tmp_path: Path) -> None:
     data = image_folder(tmp_path / "flower_photos", flowers.LABELS, per_class=7)
     (data / "roses" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    # A sibling dataset, as in ../shared/datasets: it becomes an out-of-distribution set, never training data.
+    image_folder(tmp_path / "rps_28x28" / "test", rps.LABELS, per_class=4, fmt="PNG", mode="RGBA")
     flowers.main(
-        ["--data-dir", str(data), "--epochs", "1", "--batch-size", "8", "--output-dir", str(tmp_path / "models")]
+        [
+            "--data-dir",
+            str(data),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--output-dir",
+            str(tmp_path / "models"),
+            *OOD_ARGS,
+        ]
     )
     meta = check_export(tmp_path / "models" / "flowers" / "1", "flowers", flowers.LABELS)
     assert meta["architecture"] == "efficientnet_lite0" and meta["input"]["height"] == 224
     assert meta["dataset"]["skipped_files"] == 1
     assert meta["training"]["epochs"] == 2  # one epoch of the head, one of fine-tuning
+    assert meta["ood"]["evaluation"]["rps"]["examples"] == 6  # the report half of 12 hands
 
 
 def test_cats_vs_dogs_uses_validation_folder_as_test_split(tmp_path: Path) -> None:
@@ -111,7 +145,7 @@ def test_cats_vs_dogs_uses_validation_folder_as_test_split(tmp_path: Path) -> No
     image_folder(root / "train", ["cats", "dogs"], per_class=6)
     image_folder(root / "validation", ["cats", "dogs"], per_class=3)
     cats_vs_dogs.main(
-        ["--data-dir", str(root), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m")]
+        ["--data-dir", str(root), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS]
     )
     meta = check_export(tmp_path / "m" / "cats_vs_dogs" / "1", "cats_vs_dogs", ["cat", "dog"])
     assert meta["metrics"]["test_examples"] == 6
@@ -123,7 +157,7 @@ def test_rps_reads_rgba_pngs_and_writes_the_next_version(tmp_path: Path) -> None
     image_folder(root / "train", rps.LABELS, per_class=8, fmt="PNG", mode="RGBA")
     image_folder(root / "test", rps.LABELS, per_class=2, fmt="PNG", mode="RGBA")
     (tmp_path / "m" / "rps" / "4").mkdir(parents=True)
-    rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m")])
+    rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS])
     check_export(tmp_path / "m" / "rps" / "5", "rps", rps.LABELS)
 
 
@@ -132,7 +166,7 @@ def test_fashion_mnist_reads_idx_files_and_inverts_light_backgrounds(tmp_path: P
 
     data = idx_files(tmp_path / "fashion")
     fashion_mnist.main(
-        ["--data-dir", str(data), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m")]
+        ["--data-dir", str(data), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS]
     )
     version_dir = tmp_path / "m" / "fashion_mnist" / "1"
     meta = check_export(version_dir, "fashion_mnist", fashion_mnist.LABELS)

@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 
-from tests.conftest import image_bytes
+from tests.conftest import image_bytes, write_model_dir
 
 BLACK = base64.b64encode(image_bytes((0, 0, 0))).decode()
 WHITE = base64.b64encode(image_bytes((255, 255, 255), fmt="JPEG")).decode()
@@ -23,7 +23,10 @@ def test_health_and_model_metadata(client) -> None:
     meta = client.get("/v2/models/shades").json()
     assert meta["name"] == "shades" and meta["versions"] == ["1"]
     assert {"datatype": "UINT8", "name": "images", "shape": [-1, 16, 16, 3]} in meta["inputs"]
-    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}]
+    assert meta["outputs"] == [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+        {"name": "ood_score", "datatype": "FP32", "shape": [-1]},
+    ]
 
 
 def test_infer_with_base64_encoded_files(client) -> None:
@@ -31,10 +34,23 @@ def test_infer_with_base64_encoded_files(client) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_name"] == "shades" and body["model_version"] == "1" and body["id"] == "req-1"
-    output = body["outputs"][0]
-    assert output["datatype"] == "FP32" and output["shape"] == [2, 2]
+    output, ood = body["outputs"]
+    assert output["name"] == "probabilities" and output["datatype"] == "FP32" and output["shape"] == [2, 2]
     probabilities = np.asarray(output["data"]).reshape(2, 2)
     assert probabilities[0].argmax() == 0 and probabilities[1].argmax() == 1
+    assert ood == {"name": "ood_score", "datatype": "FP32", "shape": [2], "data": [0.0, 0.0], "parameters": None}
+
+
+def test_ood_score_is_the_second_output_and_absent_for_models_without_one(make_client, model_dir) -> None:
+    red = base64.b64encode(image_bytes((255, 0, 0))).decode()
+    body = infer(make_client(), [{"name": "images", "shape": [1], "datatype": "BYTES", "data": [red]}]).json()
+    assert body["outputs"][1]["name"] == "ood_score" and body["outputs"][1]["data"] == [1.0]
+
+    write_model_dir(model_dir, task="legacy", ood=None, calibration=None)
+    client = make_client()
+    assert [o["name"] for o in client.get("/v2/models/legacy").json()["outputs"]] == ["probabilities"]
+    body = infer(client, [{"name": "images", "shape": [1], "datatype": "BYTES", "data": [red]}], task="legacy").json()
+    assert [o["name"] for o in body["outputs"]] == ["probabilities"]
 
 
 def test_infer_with_a_uint8_tensor(client) -> None:

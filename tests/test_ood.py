@@ -1,0 +1,82 @@
+"""The out-of-distribution candidates, threshold rule and figures on synthetic features with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training import ood
+
+
+@pytest.fixture(scope="module")
+def clusters() -> dict[str, np.ndarray]:
+    """Three tight, correlated classes in 16 dimensions; far points lie off every class."""
+    rng = np.random.default_rng(0)
+    mix = rng.normal(0, 1, (16, 16))
+    centres = rng.normal(0, 6, (3, 16))
+
+    def sample(n: int, centre: np.ndarray) -> np.ndarray:
+        return centre + rng.normal(0, 1, (n, 16)) @ mix * 0.3
+
+    labels = np.repeat(np.arange(3), 300)
+    train = np.concatenate([sample(300, c) for c in centres])
+    val = np.concatenate([sample(100, c) for c in centres])
+    far = rng.normal(0, 6, (200, 16)) + 12
+    return {"train": train, "labels": labels, "val": val, "far": far}
+
+
+def _logits(features: np.ndarray) -> np.ndarray:
+    return features[:, :3]
+
+
+@pytest.mark.parametrize("method", ["mahalanobis", "knn"])
+def test_feature_methods_separate_far_points(clusters, method: str) -> None:
+    detector = ood.fit(method, clusters["train"], clusters["labels"], temperature=1.0, seed=0)
+    val = detector.score_array(clusters["val"], _logits(clusters["val"]))
+    far = detector.score_array(clusters["far"], _logits(clusters["far"]))
+    figures = ood.evaluate(val, far, ood.threshold(val))
+    assert figures["auroc"] > 0.99 and figures["flagged"] > 0.95 and figures["fpr_at_95_tpr"] < 0.05
+
+
+def test_mahalanobis_graph_equals_the_textbook_formula(clusters) -> None:
+    detector = ood.fit("mahalanobis", clusters["train"], clusters["labels"], temperature=1.0, seed=0)
+    from sklearn.covariance import LedoitWolf
+
+    means = np.stack([clusters["train"][clusters["labels"] == c].mean(axis=0) for c in range(3)])
+    centred = clusters["train"] - means[clusters["labels"]]
+    precision = np.linalg.inv(LedoitWolf(assume_centered=True).fit(centred).covariance_)
+    points = clusters["far"][:5]
+    expected = np.min([np.einsum("nd,de,ne->n", points - m, precision, points - m) for m in means], axis=0)
+    np.testing.assert_allclose(detector.score_array(points, _logits(points)), expected, rtol=1e-3)
+
+
+def test_logit_methods_score_flat_logits_as_less_familiar() -> None:
+    confident, flat = np.array([[8.0, 0.0, 0.0]]), np.array([[0.1, 0.0, 0.0]])
+    features = np.zeros((1, 4))
+    for method in ("msp", "energy"):
+        detector = ood.fit(method, features, np.zeros(1, int), temperature=1.5, seed=0)
+        assert detector.score_array(flat, flat)[0] > detector.score_array(confident, confident)[0]
+
+
+def test_threshold_keeps_95_percent_of_validation_images() -> None:
+    scores = np.random.default_rng(1).normal(0, 1, 1000)
+    cutoff = ood.threshold(scores)
+    assert np.mean(scores <= cutoff) == pytest.approx(0.95, abs=0.002)
+    assert ood.threshold(np.arange(20.0)) == 19.0  # 95% of 20 is 19 images: "higher" never keeps fewer
+
+
+def test_figures_of_a_known_split() -> None:
+    inside = np.arange(100.0)  # 95% at or below 94
+    outside = np.array([50.0, 96.0, 97.0, 98.0])
+    figures = ood.evaluate(inside, outside, cutoff=94.0)
+    assert figures["flagged"] == 0.75 and figures["fpr_at_95_tpr"] == 0.25 and figures["examples"] == 4
+    # Each outside score beats the inside scores below it and half of an equal one: (50.5 + 96.5 + 97.5 + 98.5) / 400.
+    assert figures["auroc"] == pytest.approx(343 / 400)
+
+
+def test_selection_prefers_the_best_worst_case() -> None:
+    selection = {
+        "steady": {"a": {"auroc": 0.93}, "b": {"auroc": 0.94}},
+        "spiky": {"a": {"auroc": 1.0}, "b": {"auroc": 0.6}},
+    }
+    assert ood.select(selection) == "steady"
