@@ -1,7 +1,7 @@
 """Fashion-MNIST: 28x28 grayscale garments in 10 classes.
 
 Tutorial: https://www.tensorflow.org/tutorials/keras/classification (Flatten + Dense 128 + Dense 10,
-88.5% test accuracy). The default `cnn` is a small VGG-style network that reaches about 93%.
+88.5% test accuracy). The default `cnn` is a small VGG-style network (three blocks of two 3x3 convolutions).
 
     python -m training.fashion_mnist --data-dir ../shared/datasets/fashion_mnist
 """
@@ -103,7 +103,8 @@ def build_cnn(num_classes: int) -> keras.Model:
     inputs = keras.Input((28, 28, 1))
     x = layers.Rescaling(1 / 255)(inputs)
     x = layers.RandomFlip("horizontal")(x)  # garments are left-right symmetric; shifts hurt at 28x28
-    for filters in (32, 64):
+    # A third block at 7x7 costs as few operations as the first at 28x28 and widens what the features see.
+    for filters in (32, 64, 128):
         for _ in range(2):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             x = layers.BatchNormalization()(x)
@@ -127,7 +128,7 @@ TASK_SPEC = common.Task(
     default_arch="cnn",
     load_data=load_data,
     build_model=build_model,
-    default_epochs={"tutorial": 10, "cnn": 25},
+    default_epochs={"tutorial": 10, "cnn": 40},
     default_batch_size=128,
     default_patience=5,
     auto_invert=True,
