@@ -1,25 +1,13 @@
-"""`python -m app`: serve with uvicorn using the settings of `app.config.Settings`."""
+"""`python -m app`: serve with uvicorn (guarded and draining, see `app.server`) on `Settings`."""
 
 from __future__ import annotations
 
-import uvicorn
-
 from app.config import Settings
+from app.server import build
 
 
 def main() -> None:
-    settings = Settings()
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=None,  # the app configures logging (text or JSON) itself
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=30,
-    )
+    build(Settings()).run()
 
 
 if __name__ == "__main__":

@@ -22,9 +22,19 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(0.005, ge=0, le=1, description="how long a busy batcher waits to fill a batch")
     max_queue_size: int = Field(256, ge=1, description="images waiting per model before 503 Overloaded")
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit (413 above)")
+    max_json_bytes: int = Field(
+        4 * 2**20, ge=1024, description="JSON body limit (413 above): parsing holds the GIL ~15 ms per MB"
+    )
     max_image_pixels: int = Field(40_000_000, ge=1, description="pixels per image (413 above), checked before decoding")
     max_files_per_request: int = Field(32, ge=1, description="images in one predict request (413 above)")
-    decode_threads: int = Field(2, ge=1, description="threads decoding and resizing uploads off the event loop")
+    decode_threads: int = Field(2, ge=1, description="threads decoding and resizing small images off the event loop")
+    max_decode_bytes: int = Field(
+        256 * 2**20, ge=2**20, description="memory one image's decode may take, from its header (413 above)"
+    )
+    small_decode_bytes: int = Field(
+        32 * 2**20, ge=0, description="decodes up to this size run at once; larger ones one at a time, in order"
+    )
+    max_large_waiting: int = Field(64, ge=1, description="large images waiting to be decoded before 503")
     max_concurrent_batches: int = Field(
         1, ge=1, le=64, description="model calls in flight at once, per model (2 bought nothing on 2 cores)"
     )
@@ -43,5 +53,13 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads every model)")
+    header_timeout_s: float = Field(10, gt=0, description="time for a request's headers to arrive (408 after)")
+    body_timeout_s: float = Field(30, gt=0, description="time a request's body may take to arrive (408 after)")
+    keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections close after this")
+    max_connections: int = Field(512, ge=1, description="open connections at most; more are answered 503")
+    max_inflight_body_bytes: int = Field(
+        256 * 2**20, ge=2**20, description="request bodies in flight at once, by declared size (503 above)"
+    )
+    drain_s: float = Field(5, ge=0, description="after SIGTERM: serve this long with readiness 503, then stop")
+    graceful_timeout_s: int = Field(30, ge=1, description="then: how long accepted requests may take to finish")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: none")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,15 +20,18 @@ from pythonjsonlogger.json import JsonFormatter
 from starlette.exceptions import HTTPException
 
 from app import routes, v2
+from app.admission import InflightBodies, ShedLoad
+from app.bodies import JsonParser
 from app.config import Settings
 from app.errors import ServiceError, Unavailable, status_code
 from app.metrics import Metrics
-from app.middleware import BodySizeLimit, RequestMetrics, ShedLoad
+from app.middleware import BodySizeLimit, BodyTimeout, CloseWhileDraining, RequestMetrics
 from app.registry import ModelLoader, load_saved_model
 from app.service import ModelService
 
 log = logging.getLogger(__name__)
 _STATIC = Path(__file__).resolve().parent / "static"
+_INLINE_JSON_BYTES = 64 * 1024  # JSON bodies up to this size parse on the event loop (under 1 ms)
 
 
 def create_app(settings: Settings | None = None, *, loader: ModelLoader | None = None) -> FastAPI:
@@ -49,17 +54,30 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
             if freezing is not None:
                 freezing.cancel()
             await service.stop()
+            app.state.json_parser.shutdown()
 
     app = FastAPI(
         title="Image classification service",
         version="1.0.0",
         description='Classifies images with the TensorFlow models under models/. Errors: {"detail": reason}.',
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.json_parser = JsonParser(inline_bytes=_INLINE_JSON_BYTES)
+    app.state.draining = False  # set by app.server on SIGTERM
+    # Outermost last: metrics see every answer, refusals happen before any body byte is read.
+    app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ShedLoad, admit=lambda task: app.state.service.admit(task, 1))
+    app.add_middleware(
+        InflightBodies,
+        budget_bytes=settings.max_inflight_body_bytes,
+        max_body_bytes=settings.max_upload_bytes,
+        retry_after_s=settings.retry_after_s,
+    )
+    app.add_middleware(CloseWhileDraining)
     app.add_middleware(RequestMetrics, metrics=metrics, known_task=lambda task: app.state.service.is_known(task))
     if settings.cors_origins:
         app.add_middleware(
@@ -77,10 +95,22 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
 
 
 # ------------------------------------------------------------------------------------------- errors
+class SafeJSONResponse(JSONResponse):
+    """JSON that can encode whatever a client sent and a response echoes: a lone surrogate such as
+    "\\udfff" (valid in a JSON string, not in UTF-8) is written escaped, as ASCII JSON, instead of
+    failing the response with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error_response(path: str, status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """DESIGN.md's `{"detail": ...}`, or the Open Inference Protocol's `{"error": ...}` under /v2/."""
     body = {"error": detail} if path.startswith("/v2/") else {"detail": detail}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return SafeJSONResponse(body, status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -43,6 +43,12 @@ class Metrics:
             buckets=_FAST_BUCKETS,
             registry=r,
         )
+        self.large_decodes = Counter(
+            "image_large_decodes", "Images decoded in the one-at-a-time lane for large decodes", registry=r
+        )
+        self.large_decode_waiting = Gauge(
+            "image_large_decode_waiting", "Large images waiting for (or in) the large-decode lane", registry=r
+        )
         self.model_ready = Gauge(
             "model_ready", "1 when the task's model is loaded and warmed", ["task", "version"], registry=r
         )

@@ -1,17 +1,16 @@
-"""Pure ASGI middleware: the request-body byte limit, load shedding before the body is read, and
-per-request Prometheus metrics."""
+"""Pure ASGI middleware: the request-body byte limit and time limit, `Connection: close` while draining,
+and per-request Prometheus metrics. Admission control (refusing work before the body is read) is in
+`app.admission`."""
 
 from __future__ import annotations
 
-import re
+import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import Unavailable
 from app.metrics import Metrics
 
 
@@ -34,7 +33,7 @@ class BodySizeLimit:
         detail = f"request body exceeds the {self.max_bytes:,}-byte limit"
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _reject(scope, send, 413, detail)
+            await reject(scope, send, 413, detail)
             return
         received = 0
 
@@ -50,7 +49,59 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
-async def _reject(scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+class BodyTimeout:
+    """Answer 408 (and close the connection) when a request's body takes longer than `timeout_s` to
+    arrive, counting only the time spent waiting for the client: a body that trickles in at 1 KB/s, or
+    a Content-Length larger than what is sent, frees its slot instead of holding it forever."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        waited = 0.0
+
+        async def timed_receive() -> Message:
+            nonlocal waited
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(max(0.0, self.timeout_s - waited)):
+                    return await receive()
+            except TimeoutError:
+                detail = f"the request body did not arrive within {self.timeout_s:g} s"
+                # FastAPI re-raises HTTPException from body parsing; the connection cannot be reused.
+                raise HTTPException(408, detail, headers={"Connection": "close"}) from None
+            finally:
+                waited += time.monotonic() - started
+
+        await self.app(scope, timed_receive, send)
+
+
+class CloseWhileDraining:
+    """Once the server drains (SIGTERM), every response says `Connection: close`, so keep-alive clients
+    open their next connection elsewhere instead of meeting a closed socket."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and getattr(scope["app"].state, "draining", False):
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
+
+
+async def reject(scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
     """Answer with an error body without reading the request body."""
     from app.main import error_response  # one place builds error bodies
 
@@ -60,40 +111,6 @@ async def _reject(scope: Scope, send: Send, status: int, detail: str, headers: d
 
 async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
-
-
-@dataclass(frozen=True)
-class _Template:
-    path: str
-
-
-_PREDICT_PATH = re.compile(r"^/(?:predict/([^/]+)|v2/models/([^/]+)/infer)$")
-
-
-class ShedLoad:
-    """Answer 503 to a predict request whose model queue is already full *before* its body is read.
-
-    Under overload most requests are refused; refusing them before multipart parsing and decoding keeps
-    the refusals cheap, so they do not steal CPU from the requests being served. `admit(task)` raises
-    `Unavailable` when the task cannot take one more image (unknown tasks pass through, to get a 404).
-    """
-
-    def __init__(self, app: ASGIApp, admit: Callable[[str], None]) -> None:
-        self.app = app
-        self.admit = admit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and (match := _PREDICT_PATH.match(scope["path"])):
-            task = match.group(1) or match.group(2)
-            try:
-                self.admit(task)
-            except Unavailable as error:
-                # Label the refusal like a routed request, for the request metrics outside.
-                scope["route"] = _Template("/predict/{task}" if match.group(1) else "/v2/models/{task}/infer")
-                scope["path_params"] = {"task": task}
-                await _reject(scope, send, 503, str(error), {"Retry-After": str(error.retry_after_s)})
-                return
-        await self.app(scope, receive, send)
 
 
 class RequestMetrics:

@@ -20,10 +20,11 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     for code, text in {
         400: "corrupt or truncated image",
         404: "unknown task",
-        413: "upload too large (bytes, pixels or number of files)",
+        408: "the request body did not arrive in time",
+        413: "upload too large (bytes, pixels, decode memory or number of files)",
         415: "not an image type the service decodes",
         422: "malformed request (no file, bad parameter)",
-        503: "model not ready, or overloaded (see Retry-After)",
+        503: "model not ready, draining or overloaded (see Retry-After)",
     }.items()
 }
 
@@ -124,16 +125,21 @@ async def get_plot(request: Request, task: str, name: str) -> FileResponse:
     return FileResponse(path, media_type="image/png")
 
 
-@router.get("/healthz", response_model=Health, tags=["health"])
+@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health, tags=["health"])
 async def healthz() -> Health:
-    """Liveness: the process runs and answers."""
+    """Liveness: the process runs and answers (also while draining)."""
     return Health(status="alive")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Problem}}, tags=["health"])
+@router.api_route(
+    "/readyz", methods=["GET", "HEAD"], response_model=Health, responses={503: {"model": Problem}}, tags=["health"]
+)
 async def readyz(request: Request) -> Health:
-    """Readiness: 200 once every model is loaded and warmed up (refused models are reported, not awaited)."""
+    """Readiness: 200 once every model is loaded and warmed up (refused models are reported, not awaited);
+    503 again from the moment the server drains (SIGTERM)."""
     service = _service(request)
+    if request.app.state.draining:
+        raise NotReady("draining: the service is shutting down", service.settings.retry_after_s)
     if not service.ready:
         status = "; ".join(f"{t}: {s}" for t, s in service.status().items()) or "no models found"
         raise NotReady(f"not ready ({status})", service.settings.retry_after_s)

@@ -1,8 +1,8 @@
 """What the routes talk to: the models, their batchers, the decode pool, and the three pipeline steps.
 
-The pipeline is split as TorchServe's handlers split it: `preprocess` (bytes -> uint8 array, in the decode
-thread pool), `infer` (through the model's micro-batcher, the only shared step) and `postprocess`
-(probabilities -> labelled confidences). All are plain functions of their inputs.
+The pipeline is split as TorchServe's handlers split it: `preprocess` (bytes -> uint8 array, decoded off the
+event loop within a memory budget by `app.decoding`), `infer` (through the model's micro-batcher, the only
+shared step) and `postprocess` (outputs -> labelled confidences). All are plain functions of their inputs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 
 from app.batching import MicroBatcher
 from app.config import Settings
-from app.errors import ClientError, NotReady, UnknownTask
+from app.decoding import Decoder
+from app.errors import NotReady, UnknownTask
 from app.imaging import ImageSpec, load_image
 from app.metrics import Metrics
 from app.registry import (
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------- pipeline steps
 def preprocess(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:
-    """Image file bytes -> the model's uint8 input (the same function training used)."""
+    """Image file bytes -> the model's uint8 input (the same function training used; the service runs it
+    in two halves, through `app.decoding.Decoder`, to budget the decode's memory)."""
     return load_image(data, spec, max_pixels=max_pixels)
 
 
@@ -88,7 +90,8 @@ class ModelService:
         self.metrics = metrics
         self._loader = loader
         self._slots: dict[str, _Slot] = {}
-        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.decoder = Decoder(settings, metrics)
+        metrics.large_decode_waiting.set_function(lambda: self.decoder.large_waiting)
         self._infer_pool: ThreadPoolExecutor | None = None  # sized in start(), once the models are known
         self._loading: asyncio.Task[None] | None = None
         self.loaded = asyncio.Event()
@@ -112,7 +115,7 @@ class ModelService:
         for slot in self._slots.values():
             if slot.batcher is not None:
                 await slot.batcher.stop()
-        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.decoder.shutdown()
         if self._infer_pool is not None:
             self._infer_pool.shutdown(wait=True)
 
@@ -215,16 +218,8 @@ class ModelService:
 
     # --------------------------------------------------------------------------------- the pipeline
     async def preprocess(self, task: str, data: bytes, spec: ImageSpec, name: str) -> np.ndarray:
-        """Decode in the thread pool (Pillow releases the GIL), timing it. A client error names the upload
-        (`name`), so a request with several images says which one failed."""
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            return await loop.run_in_executor(self._decode_pool, preprocess, data, spec, self.settings.max_image_pixels)
-        except ClientError as error:
-            raise type(error)(f"{name}: {error}") from error
-        finally:
-            self.metrics.decode.labels(task).observe(time.perf_counter() - started)
+        """Decode off the event loop within the decode budget (see `app.decoding`); errors name `name`."""
+        return await self.decoder(task, data, spec, name)
 
     def admit(self, task: str, count: int) -> None:
         """Refuse now (503) if the task's queue cannot take `count` more images, so an overloaded

@@ -12,17 +12,40 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 
+from app.bodies import read_body
 from app.errors import InvalidRequest, NotReady, PayloadTooLarge
-from app.registry import OOD_SCORE, PROBABILITIES, LoadedModel
-from app.schemas import V2InferRequest, V2InferResponse, V2ModelMetadata, V2Tensor, V2TensorMetadata
+from app.imaging import ImageSpec
+from app.registry import OOD_SCORE, PROBABILITIES
+from app.schemas import V2Error, V2InferRequest, V2InferResponse, V2ModelMetadata, V2Tensor, V2TensorMetadata
 from app.service import ModelService
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 _FLT_MAX = float(np.finfo(np.float32).max)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": V2Error, "description": text}
+    for code, text in {
+        400: "corrupt or truncated image",
+        404: "unknown task",
+        408: "the request body did not arrive in time",
+        413: "body, image or decode too large",
+        415: "not an image type the service decodes",
+        422: "malformed request",
+        503: "not ready, draining or overloaded (see Retry-After)",
+    }.items()
+}
+MODEL_ERRORS: dict[int | str, dict[str, Any]] = {code: ERRORS[code] for code in (404, 503)}
+# The request body is read and parsed by the route itself (off the event loop when large), so its schema is
+# declared here; V2Tensor reaches the components through the response model.
+INFER_REQUEST_SCHEMA = V2InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+INFER_REQUEST_SCHEMA.pop("$defs", None)
 
 
 def _service(request: Request) -> ModelService:
@@ -30,20 +53,22 @@ def _service(request: Request) -> ModelService:
     return service
 
 
-@router.get("/health/live")
+@router.api_route("/health/live", methods=["GET", "HEAD"])
 async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.api_route("/health/ready", methods=["GET", "HEAD"], responses={503: ERRORS[503]})
 async def ready(request: Request) -> dict[str, bool]:
     service = _service(request)
+    if request.app.state.draining:
+        raise NotReady("draining: the service is shutting down", service.settings.retry_after_s)
     if not service.ready:
         raise NotReady("models are still loading", service.settings.retry_after_s)
     return {"ready": True}
 
 
-@router.get("/models/{task}", response_model=V2ModelMetadata)
+@router.get("/models/{task}", response_model=V2ModelMetadata, responses=MODEL_ERRORS)
 async def model_metadata(request: Request, task: str) -> V2ModelMetadata:
     model = _service(request).model(task)
     info, sig = model.metadata.input, model.metadata.signature
@@ -62,24 +87,38 @@ async def model_metadata(request: Request, task: str) -> V2ModelMetadata:
     )
 
 
-@router.get("/models/{task}/ready")
+@router.get("/models/{task}/ready", responses=MODEL_ERRORS)
 async def model_ready(request: Request, task: str) -> dict[str, object]:
     _service(request).model(task)  # 404 unknown, 503 loading
     return {"name": task, "ready": True}
 
 
-@router.post("/models/{task}/infer", response_model=V2InferResponse)
-async def infer(request: Request, task: str, body: V2InferRequest) -> V2InferResponse:
+@router.post(
+    "/models/{task}/infer",
+    response_model=V2InferResponse,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST_SCHEMA}}}
+    },
+)
+async def infer(request: Request, task: str) -> V2InferResponse:
+    """Classify a batch: a `BYTES` tensor of base64 image files, or a `UINT8` tensor of pixels."""
     service = _service(request)
     model = service.model(task)
-    tensor = body.inputs[0]
-    if tensor.datatype == "BYTES":
-        images = await _decode_bytes(service, task, model, tensor)
-    elif tensor.datatype == "UINT8":
-        _check_count(service, task, tensor.shape[0] if tensor.shape else 0)
-        images = _pixels(model, tensor)
+    raw = await read_body(request, service.settings.max_json_bytes, "JSON body")
+    parsed = await request.app.state.json_parser(raw, partial(parse_infer_request, spec=model.spec))
+    count = len(parsed.files) if parsed.files is not None else len(parsed.pixels or [])
+    if count > service.settings.max_files_per_request:
+        raise PayloadTooLarge(f"{count} images in one request; the limit is {service.settings.max_files_per_request}")
+    service.admit(task, count)
+    if parsed.files is not None:
+        images = list(
+            await asyncio.gather(
+                *(service.preprocess(task, data, model.spec, f"element {i}") for i, data in enumerate(parsed.files))
+            )
+        )
     else:
-        raise InvalidRequest(f"input datatype must be BYTES (encoded images) or UINT8 (pixels), got {tensor.datatype}")
+        images = parsed.pixels or []
     results = await service.infer(task, images)
     meta = model.metadata
     names = {PROBABILITIES: meta.signature.output, OOD_SCORE: meta.ood.output if meta.ood else OOD_SCORE}
@@ -90,23 +129,49 @@ async def infer(request: Request, task: str, body: V2InferRequest) -> V2InferRes
         tensors.append(
             V2Tensor(name=names[ours], datatype="FP32", shape=list(stacked.shape), data=stacked.ravel().tolist())
         )
-    return V2InferResponse(model_name=task, model_version=str(meta.version), id=body.id, outputs=tensors)
+    return V2InferResponse(model_name=task, model_version=str(meta.version), id=parsed.id, outputs=tensors)
 
 
-def _check_count(service: ModelService, task: str, count: int) -> None:
-    if count < 1:
-        raise InvalidRequest("the input tensor holds no image")
-    if count > service.settings.max_files_per_request:
-        raise PayloadTooLarge(f"{count} images in one request; the limit is {service.settings.max_files_per_request}")
-    service.admit(task, count)
+# ------------------------------------------------------------------------------ request parsing
+@dataclass
+class ParsedInfer:
+    """An infer request reduced to what the pipeline needs: encoded files, or the model's pixels."""
+
+    id: str | None
+    files: list[bytes] | None = None
+    pixels: list[np.ndarray] | None = None
 
 
-async def _decode_bytes(service: ModelService, task: str, model: LoadedModel, tensor: V2Tensor) -> list[np.ndarray]:
+def parse_infer_request(raw: bytes, spec: ImageSpec) -> ParsedInfer:
+    """Validate the JSON body and convert its one input tensor; every fault is `InvalidRequest` (422).
+    Runs on the JSON worker thread for large bodies, so all of the per-element work happens here."""
+    try:
+        body = V2InferRequest.model_validate_json(raw)
+    except ValidationError as error:
+        raise InvalidRequest(_validation_message(error)) from error
+    tensor = body.inputs[0]
+    if tensor.datatype == "BYTES":
+        return ParsedInfer(body.id, files=_files(tensor))
+    if tensor.datatype == "UINT8":
+        return ParsedInfer(body.id, pixels=_pixels(spec, tensor))
+    raise InvalidRequest(f"input datatype must be BYTES (encoded images) or UINT8 (pixels), got {tensor.datatype}")
+
+
+def _validation_message(error: ValidationError) -> str:
+    reasons = []
+    for item in error.errors(include_url=False)[:5]:
+        where = ".".join(str(part) for part in item["loc"])
+        reasons.append(f"{where}: {item['msg']}" if where else item["msg"])
+    return "; ".join(reasons)
+
+
+def _files(tensor: V2Tensor) -> list[bytes]:
     if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data):
         raise InvalidRequest(
             f"BYTES input shape must be [{len(tensor.data)}] for {len(tensor.data)} images, got {tensor.shape}"
         )
-    _check_count(service, task, len(tensor.data))
+    if not tensor.data:
+        raise InvalidRequest("the input tensor holds no image")
     files: list[bytes] = []
     for index, item in enumerate(tensor.data):
         if not isinstance(item, str):
@@ -115,27 +180,26 @@ async def _decode_bytes(service: ModelService, task: str, model: LoadedModel, te
             files.append(base64.b64decode(item, validate=True))
         except (binascii.Error, ValueError) as error:
             raise InvalidRequest(f"BYTES element {index} is not valid base64: {error}") from error
-
-    return list(
-        await asyncio.gather(
-            *(service.preprocess(task, data, model.spec, f"element {i}") for i, data in enumerate(files))
-        )
-    )
+    return files
 
 
-def _pixels(model: LoadedModel, tensor: V2Tensor) -> list[np.ndarray]:
-    info = model.metadata.input
-    expected = [info.height, info.width, info.channels]
+def _pixels(spec: ImageSpec, tensor: V2Tensor) -> list[np.ndarray]:
+    """The UINT8 tensor as arrays of the model's input shape. Only JSON integers 0..255 are pixels:
+    a float (7.9), a string or a boolean is refused, not rounded or cast."""
+    expected = [spec.height, spec.width, spec.channels]
     if len(tensor.shape) != 4 or tensor.shape[1:] != expected or tensor.shape[0] < 1:
         raise InvalidRequest(f"UINT8 input shape must be [n, {', '.join(map(str, expected))}], got {tensor.shape}")
     try:
-        flat = np.asarray(tensor.data, dtype=np.int64).ravel()
-    except (ValueError, TypeError, OverflowError) as error:
-        raise InvalidRequest(f"UINT8 data must be integers: {error}") from error
-    if flat.size != int(np.prod(tensor.shape)):
-        raise InvalidRequest(
-            f"UINT8 data has {flat.size} values, shape {tensor.shape} needs {int(np.prod(tensor.shape))}"
-        )
-    if flat.size and (flat.min() < 0 or flat.max() > 255):
+        # Nested lists (row-major, as the protocol allows) become an n-d array; ragged ones fail.
+        values = np.asarray(tensor.data, dtype=object).ravel()
+    except ValueError as error:
+        raise InvalidRequest(f"UINT8 data is not a regular array: {error}") from error
+    wrong = sorted({type(v).__name__ for v in values if type(v) is not int})
+    if wrong:
+        raise InvalidRequest(f"UINT8 data must be JSON integers 0..255; found {', '.join(wrong)}")
+    needed = int(np.prod(tensor.shape))
+    if values.size != needed:
+        raise InvalidRequest(f"UINT8 data has {values.size} values, shape {tensor.shape} needs {needed}")
+    if values.size and (min(values) < 0 or max(values) > 255):
         raise InvalidRequest("UINT8 values must be in 0..255")
-    return list(flat.astype(np.uint8).reshape(tensor.shape))
+    return list(values.astype(np.uint8).reshape(tensor.shape))

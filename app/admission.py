@@ -1,0 +1,87 @@
+"""Admission control: refuse work before it is done, cheaply, with 503 and Retry-After.
+
+- `ShedLoad`: a predict request whose model queue is already full is refused before its body is read.
+- `InflightBodies`: request bodies count against a server-wide byte budget by their declared size
+  (`Content-Length`, or the upload limit for a chunked body) before a byte of them is read, so 80 clients
+  sending 20 MB each cannot make the service hold 1.6 GB of bodies: those beyond the budget get 503.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.errors import Unavailable
+from app.middleware import reject
+
+
+@dataclass(frozen=True)
+class _Template:
+    path: str
+
+
+_PREDICT_PATH = re.compile(r"^/(?:predict/([^/]+)|v2/models/([^/]+)/infer)$")
+
+
+class ShedLoad:
+    """Answer 503 to a predict request whose model queue is already full *before* its body is read.
+
+    Under overload most requests are refused; refusing them before multipart parsing and decoding keeps
+    the refusals cheap, so they do not steal CPU from the requests being served. `admit(task)` raises
+    `Unavailable` when the task cannot take one more image (unknown tasks pass through, to get a 404).
+    """
+
+    def __init__(self, app: ASGIApp, admit: Callable[[str], None]) -> None:
+        self.app = app
+        self.admit = admit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and (match := _PREDICT_PATH.match(scope["path"])):
+            task = match.group(1) or match.group(2)
+            try:
+                self.admit(task)
+            except Unavailable as error:
+                # Label the refusal like a routed request, for the request metrics outside.
+                scope["route"] = _Template("/predict/{task}" if match.group(1) else "/v2/models/{task}/infer")
+                scope["path_params"] = {"task": task}
+                await reject(scope, send, 503, str(error), {"Retry-After": str(error.retry_after_s)})
+                return
+        await self.app(scope, receive, send)
+
+
+class InflightBodies:
+    """Reserve each request's declared body size from `budget_bytes` for as long as the request runs."""
+
+    def __init__(self, app: ASGIApp, budget_bytes: int, max_body_bytes: int, retry_after_s: int) -> None:
+        self.app = app
+        self.budget_bytes = budget_bytes
+        self.max_body_bytes = max_body_bytes
+        self.retry_after_s = retry_after_s
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit():
+            size = int(declared)
+        else:  # chunked: it may be as large as the upload limit allows (BodySizeLimit stops it beyond)
+            size = self.max_body_bytes if b"chunked" in headers.get(b"transfer-encoding", b"").lower() else 0
+        size = min(size, self.max_body_bytes)  # a larger declaration is refused with 413 by BodySizeLimit
+        if size and self.in_flight + size > self.budget_bytes:
+            detail = (
+                f"{self.in_flight / 2**20:.0f} MiB of request bodies are in flight (budget "
+                f"{self.budget_bytes / 2**20:.0f} MiB); retry later"
+            )
+            await reject(scope, send, 503, detail, {"Retry-After": str(self.retry_after_s)})
+            return
+        self.in_flight += size
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= size
