@@ -20,9 +20,9 @@ system-deps:
 	bash scripts/system-deps.sh
 
 lint: install
-	$(VENV)/bin/ruff check app training tests benchmarks
-	$(VENV)/bin/ruff format --check app training tests benchmarks
-	$(VENV)/bin/mypy app training benchmarks
+	$(VENV)/bin/ruff check app training tests benchmarks stress
+	$(VENV)/bin/ruff format --check app training tests benchmarks stress
+	$(VENV)/bin/mypy app training benchmarks stress
 
 test: install system-deps lint
 	$(PY) -m pytest

@@ -55,8 +55,14 @@ _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 # A decode that cannot shrink first may hold two more 4-byte copies (conversion, transparency).
 _FULL_SIZE_COPIES_BYTES = 8
-# libwebp decodes into its own RGBA canvas, which Pillow then copies (measured by `python -m stress.bombs`).
-_FORMAT_EXTRA_BYTES = {"WEBP": 8}
+# Shrinking needs one full-size copy first for these: palette and bilevel images are expanded, and
+# Pillow's `reduce` premultiplies alpha into a copy.
+_SHRINK_COPY_BYTES = {"1": 1, "P": 4, "PA": 4, "RGBA": 4, "LA": 4}
+# Per pixel, on top of Pillow's storage: libwebp decodes into its own RGBA canvas, which Pillow copies
+# twice; Pillow's BMP run-length decoder builds the image in Python buffers before copying it.
+# Measured with `python -m stress.costs`.
+_FORMAT_EXTRA_BYTES = {"WEBP": 12, "BMP": 2}
+_DECODER_OVERHEAD_BYTES = 16 * 2**20  # row buffers, zlib windows, small temporaries
 _REDUCING_GAP = 2  # shrink first only while the remaining resize still covers at least 2x the target
 
 
@@ -149,12 +155,11 @@ def decode_cost(fmt: str | None, mode: str, size: tuple[int, int], spec: ImageSp
     the full-size copies of a decode that cannot shrink first."""
     pixels = size[0] * size[1]
     stored = _STORED_BYTES.get(mode, 4)
-    extra = _FORMAT_EXTRA_BYTES.get(fmt or "", 0) * pixels
+    fixed = _FORMAT_EXTRA_BYTES.get(fmt or "", 0) * pixels + _DECODER_OVERHEAD_BYTES
     factor = _reduce_factor(size, spec)
     if factor < 2:
-        return pixels * (stored + _FULL_SIZE_COPIES_BYTES) + extra
-    conversion = {"1": 1, "P": 4, "PA": 4}.get(mode, 0)
-    return pixels * (stored + conversion) + 4 * pixels // (factor * factor) + extra
+        return pixels * (stored + _FULL_SIZE_COPIES_BYTES) + fixed
+    return pixels * (stored + _SHRINK_COPY_BYTES.get(mode, 0)) + 4 * pixels // (factor * factor) + fixed
 
 
 def decode(header: Header, spec: ImageSpec) -> np.ndarray:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
@@ -14,6 +15,7 @@ from app.schemas import Health, ModelSummary, PredictResponse, Problem
 from app.service import ModelService, postprocess
 
 router = APIRouter()
+F = TypeVar("F", bound=Callable[..., Any])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": Problem, "description": text}
@@ -29,6 +31,18 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable[[F], F]:
+    """Register a GET route and its HEAD twin (health checks probe with either), each with its own
+    operation id in the OpenAPI schema."""
+
+    def register(function: F) -> F:
+        router.add_api_route(path, function, methods=["GET"], **options)
+        router.add_api_route(path, function, methods=["HEAD"], operation_id=f"{function.__name__}_head", **options)
+        return function
+
+    return register
+
+
 def _service(request: Request) -> ModelService:
     service: ModelService = request.app.state.service
     return service
@@ -38,7 +52,7 @@ def _service(request: Request) -> ModelService:
 async def predict(
     request: Request,
     task: str,
-    file: Annotated[list[UploadFile], File(description="one or more image files (repeat the field)")],
+    file: Annotated[list[UploadFile], File(min_length=1, description="one or more image files (repeat the field)")],
     top_k: Annotated[int | None, Query(ge=1, description="labels per image (default: all classes)")] = None,
 ) -> PredictResponse:
     """Classify one or more images; results come back in upload order."""
@@ -125,15 +139,13 @@ async def get_plot(request: Request, task: str, name: str) -> FileResponse:
     return FileResponse(path, media_type="image/png")
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health, tags=["health"])
+@get_and_head(router, "/healthz", response_model=Health, tags=["health"])
 async def healthz() -> Health:
     """Liveness: the process runs and answers (also while draining)."""
     return Health(status="alive")
 
 
-@router.api_route(
-    "/readyz", methods=["GET", "HEAD"], response_model=Health, responses={503: {"model": Problem}}, tags=["health"]
-)
+@get_and_head(router, "/readyz", response_model=Health, responses={503: {"model": Problem}}, tags=["health"])
 async def readyz(request: Request) -> Health:
     """Readiness: 200 once every model is loaded and warmed up (refused models are reported, not awaited);
     503 again from the moment the server drains (SIGTERM)."""

@@ -24,6 +24,7 @@ from app.bodies import read_body
 from app.errors import InvalidRequest, NotReady, PayloadTooLarge
 from app.imaging import ImageSpec
 from app.registry import OOD_SCORE, PROBABILITIES
+from app.routes import get_and_head
 from app.schemas import V2Error, V2InferRequest, V2InferResponse, V2ModelMetadata, V2Tensor, V2TensorMetadata
 from app.service import ModelService
 
@@ -53,12 +54,12 @@ def _service(request: Request) -> ModelService:
     return service
 
 
-@router.api_route("/health/live", methods=["GET", "HEAD"])
+@get_and_head(router, "/health/live")
 async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.api_route("/health/ready", methods=["GET", "HEAD"], responses={503: ERRORS[503]})
+@get_and_head(router, "/health/ready", responses={503: ERRORS[503]})
 async def ready(request: Request) -> dict[str, bool]:
     service = _service(request)
     if request.app.state.draining:

@@ -14,72 +14,26 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from stress.process import free_port, service
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BENTOML_REQUIREMENTS = ["bentoml==1.4.38", "tensorflow-cpu==2.21.0", "pillow==13.0.0"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _rss_mb(pid: int) -> float:
-    """Resident memory of `pid` and its children, from /proc."""
-    total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
-        status = Path(f"/proc/{p}/status")
-        if status.exists():
-            match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
-            total += int(match.group(1)) if match else 0
-    return round(total / 1024, 1)
-
-
 @contextmanager
-def _server(
-    command: list[str], env: dict[str, str], ready_url: str, timeout_s: float = 300
-) -> Iterator[dict[str, Any]]:
-    started = time.perf_counter()
-    log = open(ROOT / "out" / "benchmark" / f"server-{_free_port()}.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    info: dict[str, Any] = {}
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command} exited with {process.returncode}; see {log.name}")
-            try:
-                if urllib.request.urlopen(ready_url, timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.perf_counter() - started > timeout_s:
-                raise TimeoutError(f"{command} not ready after {timeout_s}s")
-            time.sleep(0.1)
-        info["start_to_ready_s"] = round(time.perf_counter() - started, 2)
-        info["rss_mb"] = _rss_mb(process.pid)
-        yield info
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+def _server(command: list[str], env: dict[str, str], port: int, ready_path: str) -> Iterator[dict[str, Any]]:
+    log_path = ROOT / "out" / "benchmark" / f"server-{port}.log"
+    with service(env, command=command, port=port, ready_path=ready_path, log_path=log_path) as live:
+        yield {"start_to_ready_s": live.start_to_ready_s, "rss_mb": live.rss_mb()}
 
 
 def _load(url: str, field: str, photos: list[Path], concurrency: int, duration_s: float) -> dict[str, Any]:
@@ -176,10 +130,8 @@ def main() -> None:
     report["limit"] = json.loads(limit.stdout)
 
     print("2/4 the service", file=sys.stderr)
-    port = _free_port()
+    port = free_port()
     env = {
-        "APP_PORT": str(port),
-        "APP_HOST": "127.0.0.1",
         "APP_MODEL_DIR": str(args.model_dir),
         "APP_LOG_LEVEL": "warning",
     }
@@ -187,7 +139,7 @@ def main() -> None:
     env.update(item.split("=", 1) for item in args.service_env)  # type: ignore[misc]
     report["service_settings"] = {k: v for k, v in env.items() if k not in ("APP_PORT", "APP_HOST", "APP_MODEL_DIR")}
     base = f"http://127.0.0.1:{port}"
-    with _server([PYTHON, "-m", "app"], env, f"{base}/readyz") as info:
+    with _server([PYTHON, "-m", "app"], env, port, "/readyz") as info:
         report["service_start"] = info
         levels = {}
         for concurrency in args.concurrency:
@@ -202,10 +154,10 @@ def main() -> None:
 
     if not args.skip_peers:
         print("3/4 naive baseline", file=sys.stderr)
-        port = _free_port()
+        port = free_port()
         naive_env = {"BENCH_MODEL_DIR": str(version_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
         command = [PYTHON, "-m", "uvicorn", "benchmarks.naive_app:app", "--port", str(port), "--log-level", "warning"]
-        with _server(command, naive_env, f"http://127.0.0.1:{port}/docs") as info:
+        with _server(command, naive_env, port, "/docs") as info:
             report["naive"] = {"start": info}
             for concurrency in (1, 32):
                 report["naive"][str(concurrency)] = _load(
@@ -215,7 +167,7 @@ def main() -> None:
         print("4/4 BentoML", file=sys.stderr)
         bento_python = _bentoml_python(args.bentoml_venv)
         report["versions"]["bentoml"] = _version(bento_python, "bentoml")
-        port = _free_port()
+        port = free_port()
         command = [
             str(bento_python),
             "-m",
@@ -225,7 +177,7 @@ def main() -> None:
             "--port",
             str(port),
         ]
-        with _server(command, naive_env, f"http://127.0.0.1:{port}/readyz") as info:
+        with _server(command, naive_env, port, "/readyz") as info:
             report["bentoml"] = {"start": info}
             for concurrency in (1, 32):
                 report["bentoml"][str(concurrency)] = _load(

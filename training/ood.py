@@ -10,7 +10,8 @@ Higher scores mean "less like the training images".
   training images. Stored as a whitening matrix and the whitened class means.
 - `knn`: cosine distance of the normalized features to their k-th nearest training feature (Sun et al.
   2022, "Out-of-distribution detection with deep nearest neighbors"), on a seeded subsample of at most
-  `KNN_BANK` training images, with k = `KNN_K` fixed beforehand.
+  `KNN_BANK` training images, with k = `KNN_K` fixed beforehand. The bank is stored in float16 (cosine
+  similarities move by ~1e-3), so that it adds 2.6 MB to a 1280-feature model instead of 10 MB.
 
 Scores are computed by the same TensorFlow code when measuring (eagerly, on arrays) and when serving
 (traced into the SavedModel), so the figures recorded in metadata.json are those of the exported graph.
@@ -27,7 +28,7 @@ import numpy as np
 
 METHODS = ("msp", "energy", "mahalanobis", "knn")
 KEEP = 0.95  # fraction of in-distribution validation images below the threshold
-KNN_BANK = 2048
+KNN_BANK = 1024
 KNN_K = 10
 
 
@@ -57,7 +58,8 @@ class Detector:
             return tf.reduce_min(distances, axis=1)
         if self.method == "knn":
             normalized = tf.math.l2_normalize(features, axis=1)
-            similarity = tf.matmul(normalized, tf.constant(self.constants["bank"]), transpose_b=True)
+            bank = tf.cast(tf.constant(self.constants["bank"]), tf.float32)
+            similarity = tf.matmul(normalized, bank, transpose_b=True)
             kth = tf.math.top_k(similarity, k=self.k).values[:, -1]
             return 1.0 - kth
         raise ValueError(f"unknown OOD method {self.method!r}; choose from {METHODS}")
@@ -96,7 +98,7 @@ def fit(method: str, features: np.ndarray, labels: np.ndarray, *, temperature: f
         chosen = rng.permutation(len(features))[:KNN_BANK]
         bank = features[chosen].astype(np.float64)
         bank /= np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
-        return Detector(method, {"bank": bank.astype(np.float32)}, temperature, k=min(KNN_K, len(chosen)))
+        return Detector(method, {"bank": bank.astype(np.float16)}, temperature, k=min(KNN_K, len(chosen)))
     raise ValueError(f"unknown OOD method {method!r}; choose from {METHODS}")
 
 
