@@ -1,22 +1,27 @@
 """Request bodies that routes parse themselves (the JSON protocols), without stalling the event loop.
 
 Parsing JSON holds the GIL for its whole length (about 15 ms per MB for the v2 tensors here, measured with
-pydantic, orjson and the standard library alike), and while it holds it no other request, not even a
-health check, is served. So a JSON body has its own, small size limit (`max_json_bytes`), and one above
-`inline_json_bytes` is parsed on a single worker thread: one large parse at a time bounds both the memory
-(a JSON list of numbers takes ~40x its size as Python objects) and the longest stall.
+pydantic, orjson and the standard library alike), and so does turning a list of a million Python numbers
+into an array. A worker thread does not help: while it holds the GIL no other request, not even a health
+check, is served, and three clients looping on 3 MB tensors kept /healthz waiting 270 ms. So a JSON body
+has its own, small size limit (`max_json_bytes`), and one above `inline_bytes` is parsed in a separate
+process (spawned, one at a time), which hands back only compact results (arrays, bytes). Its memory is
+bounded too: one parse at a time, of at most `max_json_bytes` (a JSON list of numbers takes ~40x its size
+as Python objects).
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 from fastapi import Request
 
-from app.errors import PayloadTooLarge
+from app.errors import PayloadTooLarge, Unavailable
 
 T = TypeVar("T")
 
@@ -37,16 +42,33 @@ async def read_body(request: Request, limit: int, what: str = "request body") ->
 
 
 class JsonParser:
-    """Runs `parse(raw)` inline for small bodies and on one worker thread for larger ones."""
+    """Runs `parse(raw)` inline for small bodies and in one parser process for larger ones. `parse` must
+    be picklable (a module-level function, or a `functools.partial` of one) and so must its result."""
 
     def __init__(self, inline_bytes: int) -> None:
         self.inline_bytes = inline_bytes
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="json")
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # Spawned, never forked: the service process runs TensorFlow's threads.
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def warm_up(self) -> None:
+        """Start the parser process now (it takes a second), instead of at the first large body."""
+        self._executor().submit(int)
 
     async def __call__(self, raw: bytes, parse: Callable[[bytes], T]) -> T:
         if len(raw) <= self.inline_bytes:
             return parse(raw)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, parse, raw)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor(), parse, raw)
+        except BrokenProcessPool as error:  # the parser process died (killed, out of memory): start afresh
+            self.shutdown()
+            raise Unavailable("the JSON parser restarted; retry") from error
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -42,8 +42,9 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if loader is None:
+        if loader is None:  # real models: a real deployment (tests with fake models start it on demand)
             _configure_tensorflow(settings)
+            app.state.json_parser.warm_up()
         service = ModelService(settings, metrics, loader or partial(load_saved_model, freeze=settings.freeze_models))
         app.state.service = service
         service.start()

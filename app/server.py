@@ -32,6 +32,7 @@ from app.config import Settings
 from app.main import create_app
 
 log = logging.getLogger(__name__)
+_LINGER_S = 1.0
 
 
 def _raw_response(status: int, reason: str, detail: str, extra: str = "") -> bytes:

@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import Settings
+from app.imaging import ImageSpec
 from app.main import create_app
 from app.registry import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
 
@@ -67,6 +68,34 @@ def write_model_dir(root: Path, task: str = "shades", version: int = 1, **overri
     path = root / task / str(version)
     path.mkdir(parents=True)
     (path / "metadata.json").write_text(json.dumps(metadata(task, version, **overrides)))
+    return path
+
+
+def export_tiny_model(
+    root: Path, task: str = "shades", version: int = 1, *, with_ood: bool = True, size: int = 8, **overrides: Any
+) -> Path:
+    """A real SavedModel from the training exporter (mean colour -> 2 classes, calibrated, with an energy
+    OOD score when `with_ood`), for tests that load models for real or start `python -m app`."""
+    import keras
+
+    from training.common import classifier, export, heads
+    from training.ood import Detector
+
+    inputs = keras.Input((size, size, 3))
+    features = keras.layers.GlobalAveragePooling2D(name="features")(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, classifier(features, len(LABELS)))
+    path = root / task / str(version)
+    spec = ImageSpec(height=size, width=size, channels=3)
+    detector = Detector("energy") if with_ood else None
+    signature = export(heads(model), path, spec, auto_invert=False, temperature=2.0, detector=detector)
+    meta = metadata(task, version, input={"height": size, "width": size, "channels": 3, "resize": "bilinear"})
+    meta["signature"] = signature
+    if with_ood:
+        meta["ood"] = {"method": "energy", "output": "ood_score", "threshold": 0.0}
+    else:
+        meta["ood"] = None
+    meta.update(overrides)
+    (path / "metadata.json").write_text(json.dumps(meta))
     return path
 
 
@@ -110,6 +139,14 @@ def _unfreeze_heap() -> Iterator[None]:
     """Each app gc.freeze()s the heap once loaded (a process-wide step); give the next test a normal one."""
     yield
     gc.unfreeze()
+
+
+@pytest.fixture(scope="session")
+def real_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models/ root with one real, tiny SavedModel (task "shades"), shared by the live-server tests."""
+    root = tmp_path_factory.mktemp("real-models")
+    export_tiny_model(root)
+    return root
 
 
 @pytest.fixture

@@ -6,33 +6,24 @@ import json
 import logging
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
 from app import registry
 from app.imaging import ImageSpec
 from app.registry import OOD_SCORE, PROBABILITIES, ModelLoadError, discover, load_saved_model
-from tests.conftest import metadata
-from training.common import classifier, export, heads
-from training.ood import Detector
+from tests.conftest import export_tiny_model, metadata
 
 SPEC = ImageSpec(height=8, width=8, channels=3)
 
 
 def tiny_model_dir(root: Path, *, classes: int = 2, with_ood: bool = True, **meta_overrides: object) -> Path:
-    """A real SavedModel from the training exporter: calibrated probabilities and, with `ood`, an energy score."""
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    features = keras.layers.GlobalAveragePooling2D(name="features")(x)
-    model = keras.Model(inputs, classifier(features, classes))
-    path = root / "shades" / "1"
-    detector = Detector("energy") if with_ood else None
-    signature = export(heads(model), path, SPEC, auto_invert=False, temperature=2.0, detector=detector)
-    meta = metadata(input={"height": 8, "width": 8, "channels": 3, "resize": "bilinear"}, signature=signature)
-    if not with_ood:
-        meta["ood"] = None
-    meta.update(meta_overrides)
+    """The training exporter's SavedModel; `classes` other than 2 makes it disagree with its labels."""
+    if classes == 2:
+        return export_tiny_model(root, with_ood=with_ood, **meta_overrides)
+    path = export_tiny_model(root / "wide", with_ood=with_ood, **meta_overrides)
+    meta = json.loads((path / "metadata.json").read_text())
+    meta["labels"] = [f"class {i}" for i in range(classes)]
     (path / "metadata.json").write_text(json.dumps(meta))
     return path
 
@@ -109,7 +100,7 @@ def test_a_frozen_signature_that_is_slower_is_not_served(tmp_path: Path, monkeyp
 
 def test_label_count_must_match_the_model_output(tmp_path: Path) -> None:
     path = tiny_model_dir(tmp_path, classes=3)
-    with pytest.raises(ModelLoadError, match="outputs 3 classes, metadata lists 2 labels"):
+    with pytest.raises(ModelLoadError, match="outputs 2 classes, metadata lists 3 labels"):
         load_saved_model(path)
 
 
@@ -129,7 +120,9 @@ def test_signature_names_must_exist(tmp_path: Path) -> None:
 
 
 def test_metadata_must_match_its_directory(tmp_path: Path) -> None:
-    path = tiny_model_dir(tmp_path, version=2)
+    path = tiny_model_dir(tmp_path)
+    meta = json.loads((path / "metadata.json").read_text())
+    (path / "metadata.json").write_text(json.dumps({**meta, "version": 2}))
     with pytest.raises(ModelLoadError, match="version 2"):
         load_saved_model(path)
 
