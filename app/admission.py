@@ -52,15 +52,24 @@ class ShedLoad:
         await self.app(scope, receive, send)
 
 
-class InflightBodies:
-    """Reserve each request's declared body size from `budget_bytes` for as long as the request runs."""
+@dataclass
+class BodyBudget:
+    """Bytes of request bodies in flight now, out of `capacity`, and admitted ever (`app.memory` watches
+    that to know whether there is anything to give back)."""
 
-    def __init__(self, app: ASGIApp, budget_bytes: int, max_body_bytes: int, retry_after_s: int) -> None:
+    capacity: int
+    in_flight: int = 0
+    admitted: int = 0
+
+
+class InflightBodies:
+    """Reserve each request's declared body size from the `budget` for as long as the request runs."""
+
+    def __init__(self, app: ASGIApp, budget: BodyBudget, max_body_bytes: int, retry_after_s: int) -> None:
         self.app = app
-        self.budget_bytes = budget_bytes
+        self.budget = budget
         self.max_body_bytes = max_body_bytes
         self.retry_after_s = retry_after_s
-        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -73,15 +82,17 @@ class InflightBodies:
         else:  # chunked: it may be as large as the upload limit allows (BodySizeLimit stops it beyond)
             size = self.max_body_bytes if b"chunked" in headers.get(b"transfer-encoding", b"").lower() else 0
         size = min(size, self.max_body_bytes)  # a larger declaration is refused with 413 by BodySizeLimit
-        if size and self.in_flight + size > self.budget_bytes:
+        budget = self.budget
+        if size and budget.in_flight + size > budget.capacity:
             detail = (
-                f"{self.in_flight / 2**20:.0f} MiB of request bodies are in flight (budget "
-                f"{self.budget_bytes / 2**20:.0f} MiB); retry later"
+                f"{budget.in_flight / 2**20:.0f} MiB of request bodies are in flight (budget "
+                f"{budget.capacity / 2**20:.0f} MiB); retry later"
             )
             await reject(scope, send, 503, detail, {"Retry-After": str(self.retry_after_s)})
             return
-        self.in_flight += size
+        budget.in_flight += size
+        budget.admitted += size
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= size
+            budget.in_flight -= size

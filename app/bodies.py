@@ -22,6 +22,7 @@ from typing import TypeVar
 from fastapi import Request
 
 from app.errors import PayloadTooLarge, Unavailable
+from app.memory import call_and_trim
 
 T = TypeVar("T")
 
@@ -63,7 +64,7 @@ class JsonParser:
         if len(raw) <= self.inline_bytes:
             return parse(raw)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor(), parse, raw)
+            return await asyncio.get_running_loop().run_in_executor(self._executor(), call_and_trim, parse, raw)
         except BrokenProcessPool as error:  # the parser process died (killed, out of memory): start afresh
             self.shutdown()
             raise Unavailable("the JSON parser restarted; retry") from error

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     gc_freeze_after_load: bool = Field(
         True, description="gc.freeze() once models are loaded, so full collections skip TensorFlow's objects"
     )
+    memory_trim_s: float = Field(
+        10, ge=0, description="give freed memory back to the OS this often after uploads (glibc; 0: never)"
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After header of 503 answers")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

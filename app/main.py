@@ -19,8 +19,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from pythonjsonlogger.json import JsonFormatter
 from starlette.exceptions import HTTPException
 
-from app import routes, v2
-from app.admission import InflightBodies, ShedLoad
+from app import memory, routes, v2
+from app.admission import BodyBudget, InflightBodies, ShedLoad
 from app.bodies import JsonParser
 from app.config import Settings
 from app.errors import ServiceError, Unavailable, status_code
@@ -48,12 +48,18 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
         service = ModelService(settings, metrics, loader or partial(load_saved_model, freeze=settings.freeze_models))
         app.state.service = service
         service.start()
-        freezing = asyncio.create_task(_freeze_heap_when_loaded(service)) if settings.gc_freeze_after_load else None
+        background = []
+        if settings.gc_freeze_after_load:
+            background.append(asyncio.create_task(_freeze_heap_when_loaded(service)))
+        if settings.memory_trim_s:
+            background.append(
+                asyncio.create_task(memory.trim_periodically(settings.memory_trim_s, lambda: app.state.bodies.admitted))
+            )
         try:
             yield
         finally:
-            if freezing is not None:
-                freezing.cancel()
+            for task in background:
+                task.cancel()
             await service.stop()
             app.state.json_parser.shutdown()
 
@@ -72,9 +78,10 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ShedLoad, admit=lambda task: app.state.service.admit(task, 1))
+    app.state.bodies = BodyBudget(settings.max_inflight_body_bytes)
     app.add_middleware(
         InflightBodies,
-        budget_bytes=settings.max_inflight_body_bytes,
+        budget=app.state.bodies,
         max_body_bytes=settings.max_upload_bytes,
         retry_after_s=settings.retry_after_s,
     )

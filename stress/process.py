@@ -33,13 +33,16 @@ def _status_kb(pid: int, field: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _family(pid: int) -> list[int]:
+    """`pid` and its direct children (the service's JSON parser process)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [pid] + ([int(p) for p in children.read_text().split()] if children.exists() else [])
+    return [p for p in found if Path(f"/proc/{p}").exists()]
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of `pid` and its direct children, from /proc."""
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    return round(sum(_status_kb(p, "VmRSS") for p in pids if Path(f"/proc/{p}").exists()) / 1024, 1)
+    return round(sum(_status_kb(p, "VmRSS") for p in _family(pid)) / 1024, 1)
 
 
 @dataclass
@@ -59,11 +62,13 @@ class Live:
 
     def reset_peak(self) -> None:
         """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        for pid in _family(self.pid):
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
 
     def peak_mb(self) -> float:
-        """The highest resident memory since the last `reset_peak` (or the start)."""
-        return round(_status_kb(self.pid, "VmHWM") / 1024, 1)
+        """The highest resident memory since the last `reset_peak`, summed over the process and its
+        children (each one's own peak: an upper bound of their peak together)."""
+        return round(sum(_status_kb(p, "VmHWM") for p in _family(self.pid)) / 1024, 1)
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         self.process.send_signal(sig)
