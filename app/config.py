@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -17,7 +17,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="APP_", frozen=True)
 
-    model_dir: Path = Field(_REPO_MODELS, description="root of models/<task>/<version>/; highest version served")
+    model_dir: Path = Field(_REPO_MODELS, description="root of models/<task>/<version>/ (TF Serving's layout)")
+    model_poll_s: float = Field(5, ge=0, description="look for new, changed and removed versions this often (0: never)")
+    versions_served: int = Field(1, ge=1, description="serve the latest N versions of each task (TF Serving's policy)")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token that allows the repository API's load and unload (unset: refused)"
+    )
     max_batch_size: int = Field(32, ge=1, le=1024, description="images per model call at most")
     max_wait_s: float = Field(0.005, ge=0, le=1, description="how long a busy batcher waits to fill a batch")
     max_queue_size: int = Field(256, ge=1, description="images waiting per model before 503 Overloaded")

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from pythonjsonlogger.json import JsonFormatter
 from starlette.exceptions import HTTPException
@@ -26,7 +27,8 @@ from app.config import Settings
 from app.errors import ServiceError, Unavailable, status_code
 from app.metrics import Metrics
 from app.middleware import BodySizeLimit, BodyTimeout, CloseWhileDraining, RequestMetrics
-from app.registry import ModelLoader, load_saved_model
+from app.model import ModelLoader
+from app.runtimes.tensorflow import load_saved_model
 from app.service import ModelService
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
     _install_error_handlers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(routes.router)
     app.include_router(v2.router)
 
@@ -149,6 +152,23 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("%s %s: unexpected error", request.method, request.url.path)
         return error_response(request.url.path, 500, "internal error; the service log has the details")
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with the 422 it adds for validated parameters described as what this service
+    sends: `{"detail": reason}`, or `{"error": reason}` under /v2/ (see `_install_error_handlers`)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema["components"]["schemas"].pop("HTTPValidationError", None)
+        schema["components"]["schemas"].pop("ValidationError", None)
+        for path, operations in schema["paths"].items():
+            body = "V2Error" if path.startswith("/v2/") else "Problem"
+            for operation in operations.values():
+                answer = operation.get("responses", {}).get("422")
+                if answer is not None:
+                    answer["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 # ---------------------------------------------------------------------------------------- runtime set-up

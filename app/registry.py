@@ -1,246 +1,291 @@
-"""Find, load and validate the exported models under `models/<task>/<version>/`.
+"""What is served: the loaded versions of every task, kept in step with the repository on disk.
 
-`discover` only lists directories (fast, at startup); `load_saved_model` does the slow part (TensorFlow)
-and checks that `metadata.json` and the SavedModel's signature agree, raising `ModelLoadError` with one
-clear sentence otherwise.
+Policy (TensorFlow Serving's `latest`): each task serves its `versions_served` highest versions that load.
+A poll (`poll`, every `model_poll_s`) compares that with the disk (`app.repository`) and then:
 
-A loaded model's `predict` maps uint8 images `[n, H, W, C]` to its outputs under fixed names, whatever the
-signature calls them: `PROBABILITIES` `[n, classes]` and, for models whose metadata declares `ood`,
-`OOD_SCORE` `[n]`.
+- loads a new, settled version in the background (one load at a time), validates and warms it up while
+  the current versions keep serving, then switches atomically: requests that already hold a version
+  (a *lease*, taken before their body is decoded) finish on it; new requests get the new one;
+- retires a version that fell out of the policy or off the disk: it leaves the table at once, and its
+  batcher and model are released once its last lease is returned;
+- remembers a version that failed to load by its files' fingerprint, logs the failure once and tries it
+  again only when its files change; the versions already served go on serving.
+
+Tasks unloaded through the repository API stay unloaded until they are loaded again, polling or not.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from pydantic import ValidationError
-
-from app.imaging import ImageSpec
-from app.schemas import ModelMetadata
+from app.batching import MicroBatcher
+from app.errors import NotFound, NotReady, UnknownTask
+from app.model import LoadedModel, ModelLoader, ModelLoadError
+from app.repository import Fingerprint, Repository, VersionOnDisk
 
 log = logging.getLogger(__name__)
 
 
-PROBABILITIES = "probabilities"
-OOD_SCORE = "ood_score"
-Outputs = dict[str, np.ndarray]
-
-
-class ModelLoadError(Exception):
-    """A model directory cannot be served; the message says why."""
+class State(StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
 
 
 @dataclass
-class LoadedModel:
-    """A servable model: its metadata and `predict`, mapping uint8 `[n, H, W, C]` to `Outputs`."""
+class Served:
+    """A loaded version, its batcher, and the requests holding it."""
 
-    metadata: ModelMetadata
-    path: Path
-    predict: Callable[[np.ndarray], Outputs]
-    handle: Any = None  # keeps the loaded SavedModel (and its variables) alive
-    frozen: bool = False  # `predict` runs the frozen signature (see `load_saved_model`)
+    model: LoadedModel
+    batcher: MicroBatcher
+    leases: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        """The names `predict` returns."""
-        return (PROBABILITIES, OOD_SCORE) if self.metadata.ood is not None else (PROBABILITIES,)
-
-    @property
-    def spec(self) -> ImageSpec:
-        info = self.metadata.input
-        return ImageSpec(height=info.height, width=info.width, channels=info.channels, resize=info.resize)
+    def __post_init__(self) -> None:
+        self.idle.set()
 
 
-ModelLoader = Callable[[Path], LoadedModel]
+@dataclass
+class VersionStatus:
+    task: str
+    version: int
+    state: State
+    reason: str = ""
 
 
-def discover(model_dir: Path) -> dict[str, Path]:
-    """Task name -> directory of its highest integer version. Empty if `model_dir` does not exist."""
-    found: dict[str, Path] = {}
-    if not model_dir.is_dir():
-        log.warning("model directory %s does not exist", model_dir)
-        return found
-    for task_dir in sorted(p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        versions = [p for p in task_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
-        if versions:
-            found[task_dir.name] = max(versions, key=lambda p: int(p.name))
-    return found
+class Registry:
+    """Loads, serves and retires model versions. `make_batcher` and `on_change` connect it to the service
+    (batchers, metrics); `warm_up` runs in the loading thread and may raise `ModelLoadError`."""
 
+    def __init__(
+        self,
+        repository: Repository,
+        loader: ModelLoader,
+        *,
+        versions_served: int,
+        warm_up: Callable[[LoadedModel], None],
+        make_batcher: Callable[[LoadedModel], MicroBatcher],
+        on_change: Callable[[str, int, bool], None] = lambda task, version, ready: None,
+    ) -> None:
+        self.repository = repository
+        self._loader = loader
+        self.versions_served = versions_served
+        self._warm_up = warm_up
+        self._make_batcher = make_batcher
+        self._on_change = on_change
+        self._served: dict[str, dict[int, Served]] = {}
+        self._status: dict[tuple[str, int], VersionStatus] = {}
+        self._failed: dict[Path, Fingerprint] = {}
+        self._unloaded: set[str] = set()
+        self._known_tasks: set[str] = set()
+        self._load_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.loaded = asyncio.Event()  # the first poll's loads are done (readiness)
 
-def read_metadata(version_dir: Path) -> ModelMetadata:
-    path = version_dir / "metadata.json"
-    try:
-        metadata = ModelMetadata.model_validate(json.loads(path.read_text()))
-    except FileNotFoundError as error:
-        raise ModelLoadError(f"{path} is missing") from error
-    except (json.JSONDecodeError, ValidationError) as error:
-        first = str(error).splitlines()
-        raise ModelLoadError(f"{path} is invalid: {' '.join(first[:3])}") from error
-    if metadata.task != version_dir.parent.name or metadata.version != int(version_dir.name):
-        raise ModelLoadError(
-            f"{path} says task {metadata.task!r} version {metadata.version}, "
-            f"but lives in {version_dir.parent.name}/{version_dir.name}"
-        )
-    return metadata
+    # ------------------------------------------------------------------------------------- queries
+    def tasks(self) -> list[str]:
+        return sorted(self._known_tasks)
 
+    def is_known(self, task: str) -> bool:
+        return task in self._known_tasks
 
-def load_saved_model(version_dir: Path, *, freeze: bool = True) -> LoadedModel:
-    """Load the SavedModel and metadata of `version_dir`; raise `ModelLoadError` if they disagree.
+    def versions(self, task: str) -> list[int]:
+        """Versions of `task` serving now, highest first."""
+        return sorted(self._served.get(task, {}), reverse=True)
 
-    With `freeze`, the serving signature is also frozen (variables folded into constants), which lets
-    TensorFlow's graph optimizer fold batch normalization into the convolutions: about 30% faster on CPU
-    for the EfficientNet models. The frozen graph is served only if it gives the same probabilities as the
-    SavedModel on a probe batch and is not slower on it (for some small models it is); otherwise the
-    SavedModel is served as is and the log says why.
-    """
-    import tensorflow as tf
-
-    metadata = read_metadata(version_dir)
-    try:
-        loaded = tf.saved_model.load(str(version_dir))
-    except Exception as error:  # TensorFlow raises many types for unreadable models
-        raise ModelLoadError(f"{version_dir} is not a loadable SavedModel: {type(error).__name__}: {error}") from error
-    sig = metadata.signature
-    if sig.name not in loaded.signatures:
-        raise ModelLoadError(f"{version_dir} has no signature {sig.name!r} (has {sorted(loaded.signatures)})")
-    function = loaded.signatures[sig.name]
-    _check_signature(function, metadata, version_dir)
-    names = _output_names(metadata)  # our name -> the signature's
-
-    def predict(batch: np.ndarray) -> Outputs:
-        outputs = function(**{sig.input: tf.constant(batch, dtype=tf.uint8)})
-        return {ours: np.asarray(outputs[theirs].numpy(), dtype=np.float32) for ours, theirs in names.items()}
-
-    if freeze:
-        frozen = _freeze(function, names, predict, metadata, version_dir)
-        if frozen is not None:
-            return LoadedModel(metadata=metadata, path=version_dir, predict=frozen, frozen=True)
-    return LoadedModel(metadata=metadata, path=version_dir, predict=predict, handle=loaded)
-
-
-def _output_names(metadata: ModelMetadata) -> dict[str, str]:
-    names = {PROBABILITIES: metadata.signature.output}
-    if metadata.ood is not None:
-        names[OOD_SCORE] = metadata.ood.output
-    return names
-
-
-_FREEZE_TOLERANCE = 1e-4  # relative; float reassociation after folding moves outputs by ~1e-6
-
-
-def probe_batch(metadata: ModelMetadata) -> np.ndarray:
-    """Noise, all black and all white: both branches of fashion_mnist's in-graph inversion run."""
-    info = metadata.input
-    shape = (info.height, info.width, info.channels)
-    noise = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    return np.stack([noise, np.zeros(shape, np.uint8), np.full(shape, 255, np.uint8)])
-
-
-def max_difference(first: Outputs, second: Outputs) -> float:
-    """The largest difference between two models' outputs, relative to each output's scale (so an OOD
-    distance in the hundreds is held to the same 1e-4 as a probability)."""
-    worst = 0.0
-    for name, value in first.items():
-        scale = max(1.0, float(np.abs(second[name]).max()))
-        worst = max(worst, float(np.abs(value - second[name]).max()) / scale)
-    return worst
-
-
-def _freeze(
-    function: Any,
-    names: dict[str, str],
-    reference: Callable[[np.ndarray], Outputs],
-    metadata: ModelMetadata,
-    version_dir: Path,
-) -> Callable[[np.ndarray], Outputs] | None:
-    """`predict` through the frozen signature, or None (logged) if freezing fails, changes the outputs or is slower."""
-    import tensorflow as tf
-
-    # No public API freezes a ConcreteFunction; this is the function tf.lite and TF-TRT use to do it.
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    try:
-        frozen = convert_variables_to_constants_v2(function)
-    except Exception as error:  # e.g. ops that own resources (lookup tables) cannot be frozen
-        log.warning("%s: serving the SavedModel unfrozen (%s: %s)", version_dir, type(error).__name__, error)
-        return None
-    # The frozen function takes the input positionally and returns the outputs flattened as a list,
-    # in the order `tf.nest` flattens the signature's output dict: sorted by name.
-    order = sorted(function.structured_outputs)
-    index = {ours: order.index(theirs) for ours, theirs in names.items()}
-
-    def predict(batch: np.ndarray) -> Outputs:
-        outputs = frozen(tf.constant(batch, dtype=tf.uint8))
-        return {ours: np.asarray(outputs[i].numpy(), dtype=np.float32) for ours, i in index.items()}
-
-    probe = probe_batch(metadata)
-    difference = max_difference(predict(probe), reference(probe))
-    if not difference <= _FREEZE_TOLERANCE:
-        log.warning("%s: serving the SavedModel unfrozen (frozen outputs differ by %.2g)", version_dir, difference)
-        return None
-    # Timed on one image and on the probe batch: some small models run a single image slower when frozen.
-    frozen_s, reference_s = _best_seconds(predict, reference, [probe[:1], probe])
-    if frozen_s > reference_s:
-        log.info(
-            "%s: serving the SavedModel unfrozen (frozen %.2f ms vs %.2f ms for 1 + 3 probe images)",
-            version_dir,
-            frozen_s * 1000,
-            reference_s * 1000,
-        )
-        return None
-    return predict
-
-
-def _best_seconds(
-    first: Callable[[np.ndarray], Outputs],
-    second: Callable[[np.ndarray], Outputs],
-    batches: Sequence[np.ndarray],
-) -> tuple[float, float]:
-    """The fastest of 7 timed rounds of each over `batches` (one call per batch), after an untimed round.
-    The two alternate and the minimum is kept, so a busy spell on a shared machine slows both alike
-    instead of deciding."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for round_ in range(8):
-        for predict, spent in zip((first, second), times, strict=True):
-            started = time.perf_counter()
-            for batch in batches:
-                predict(batch)
-            if round_:  # the first round warms up each shape
-                spent.append(time.perf_counter() - started)
-    return min(times[0]), min(times[1])
-
-
-def _check_signature(function: Any, metadata: ModelMetadata, version_dir: Path) -> None:
-    _, inputs = function.structured_input_signature
-    outputs = function.structured_outputs
-    sig, info = metadata.signature, metadata.input
-    if set(inputs) != {sig.input}:
-        raise ModelLoadError(f"{version_dir}: signature inputs {sorted(inputs)} != metadata input {sig.input!r}")
-    spec = inputs[sig.input]
-    expected = [None, info.height, info.width, info.channels]
-    if spec.dtype.name != "uint8" or spec.shape.as_list() != expected:
-        raise ModelLoadError(
-            f"{version_dir}: signature input is {spec.dtype.name} {spec.shape.as_list()}, metadata says uint8 {expected}"
-        )
-    if sig.output not in outputs:
-        raise ModelLoadError(f"{version_dir}: signature outputs {sorted(outputs)} lack metadata output {sig.output!r}")
-    classes = outputs[sig.output].shape.as_list()[-1]
-    if classes != len(metadata.labels):
-        raise ModelLoadError(
-            f"{version_dir}: model outputs {classes} classes, metadata lists {len(metadata.labels)} labels"
-        )
-    if metadata.ood is not None:
-        name = metadata.ood.output
-        if name not in outputs:
-            raise ModelLoadError(f"{version_dir}: signature outputs {sorted(outputs)} lack the ood output {name!r}")
-        if outputs[name].shape.as_list() != [None]:
-            raise ModelLoadError(
-                f"{version_dir}: ood output {name!r} has shape {outputs[name].shape.as_list()}, expected [None]"
+    def served(self, task: str, version: int | None = None) -> Served:
+        """The served version (the highest when `version` is None); 404 or 503 otherwise."""
+        versions = self._served.get(task)
+        if not versions:
+            if task in self._known_tasks and task not in self._unloaded and self._loading(task):
+                raise NotReady(f"model {task!r} is still loading")
+            raise UnknownTask(self._unknown(task))
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            state = self._status.get((task, version))
+            why = (
+                f" ({state.state}: {state.reason})"
+                if state and state.reason
+                else (f" ({state.state})" if state else "")
             )
+            raise NotFound(
+                f"model {task!r} does not serve version {version}{why}; it serves {', '.join(map(str, self.versions(task)))}"
+            )
+        return versions[version]
+
+    def _loading(self, task: str) -> bool:
+        return not self.loaded.is_set() or any(
+            s.state is State.LOADING for (t, _), s in self._status.items() if t == task
+        )
+
+    def _unknown(self, task: str) -> str:
+        served = ", ".join(t for t in sorted(self._served) if self._served[t]) or "none"
+        failures = [s.reason for (t, _), s in sorted(self._status.items()) if t == task and s.reason]
+        if task in self._unloaded:
+            reason = " (it was unloaded)"
+        elif failures:
+            reason = f" (its model was refused: {failures[-1]})"
+        else:
+            reason = ""
+        return f"no model serves task {task!r}{reason}; served tasks: {served}"
+
+    def index(self) -> list[VersionStatus]:
+        """Every version found on disk or served, with its state (the repository index)."""
+        found = dict(self._status)
+        for task, versions in self.repository.layout().items():
+            for version in versions:
+                if (task, version) not in found:
+                    why = (
+                        "unloaded" if task in self._unloaded else f"not among the latest {self.versions_served} served"
+                    )
+                    found[(task, version)] = VersionStatus(task, version, State.UNAVAILABLE, why)
+        return [found[key] for key in sorted(found)]
+
+    def all_served(self) -> list[Served]:
+        return [s for task in sorted(self._served) for _, s in sorted(self._served[task].items(), reverse=True)]
+
+    # -------------------------------------------------------------------------------------- leases
+    @contextlib.asynccontextmanager
+    async def lease(self, task: str, version: int | None = None) -> AsyncIterator[Served]:
+        """Hold a served version for the length of a request: it is not released while held."""
+        served = self.served(task, version)
+        served.leases += 1
+        served.idle.clear()
+        try:
+            yield served
+        finally:
+            served.leases -= 1
+            if served.leases == 0:
+                served.idle.set()
+
+    # ---------------------------------------------------------------------------------- the policy
+    def expect(self, tasks: Iterable[str]) -> None:
+        """Know these tasks before their first load (they answer "loading", not "unknown")."""
+        self._known_tasks |= set(tasks) - self._unloaded
+
+    async def poll(self, *, first: bool = False) -> None:
+        """Bring what is served in line with the disk (see the module docstring). The first poll at
+        startup takes every version present as settled and sets `loaded` when it is done."""
+        disk = self.repository.scan(assume_settled=first)
+        self._known_tasks |= set(disk) - self._unloaded  # known (and "loading") before their turn comes
+        for task in sorted(set(disk) | set(self._served) | self._known_tasks):
+            if task in self._unloaded:
+                continue
+            await self._reconcile(task, disk.get(task, {}))
+        if first:
+            self.loaded.set()
+
+    async def _reconcile(self, task: str, on_disk: dict[int, VersionOnDisk]) -> None:
+        if on_disk:
+            self._known_tasks.add(task)
+        for version in [v for (t, v) in list(self._status) if t == task and v not in on_disk]:
+            if version not in self._served.get(task, {}):
+                del self._status[(task, version)]  # gone from disk and not served: forget it
+        candidates = sorted(
+            (v for v, d in on_disk.items() if d.settled and self._failed.get(d.path) != d.fingerprint), reverse=True
+        )
+        wanted = candidates[: self.versions_served]
+        for version in wanted:
+            if version not in self._served.get(task, {}):
+                await self._load(on_disk[version])
+        served = self._served.get(task, {})
+        keep = sorted((v for v in served if v in on_disk), reverse=True)[: self.versions_served]
+        for version in [v for v in served if v not in keep]:
+            self._retire(task, version, "removed from disk" if version not in on_disk else "superseded")
+        if not on_disk and not self._served.get(task):
+            self._known_tasks.discard(task)
+
+    async def _load(self, found: VersionOnDisk) -> None:
+        task, version = found.task, found.version
+        async with self._load_lock:
+            if version in self._served.get(task, {}):  # loaded meanwhile (a poll and a load request)
+                return
+            self._status[(task, version)] = VersionStatus(task, version, State.LOADING)
+            started = time.perf_counter()
+            try:
+                model = await asyncio.to_thread(self._load_and_warm, found.path)
+                if model.metadata.task != task:
+                    raise ModelLoadError(f"{found.path} holds task {model.metadata.task!r}, expected {task!r}")
+            except ModelLoadError as error:
+                self._refuse(found, str(error))
+                return
+            except Exception as error:  # a broken model must not stop the others from serving
+                log.exception("refusing model %s v%d", task, version)
+                self._refuse(found, f"{type(error).__name__}: {error}")
+                return
+            self._failed.pop(found.path, None)
+            batcher = self._make_batcher(model)
+            batcher.start()
+            self._served.setdefault(task, {})[version] = Served(model, batcher)
+            self._status[(task, version)] = VersionStatus(task, version, State.READY)
+            self._known_tasks.add(task)
+            self._on_change(task, version, True)
+            log.info(
+                "model %s v%d ready in %.1fs (%s%s)",
+                task,
+                version,
+                time.perf_counter() - started,
+                found.path,
+                ", frozen" if model.frozen else "",
+            )
+
+    def _load_and_warm(self, path: Path) -> LoadedModel:
+        model = self._loader(path)
+        self._warm_up(model)
+        return model
+
+    def _refuse(self, found: VersionOnDisk, reason: str) -> None:
+        self._failed[found.path] = found.fingerprint
+        self._status[(found.task, found.version)] = VersionStatus(found.task, found.version, State.UNAVAILABLE, reason)
+        log.error("refusing model %s v%d: %s", found.task, found.version, reason)
+
+    def _retire(self, task: str, version: int, reason: str) -> None:
+        """Take `version` out of the table now; release it once its last lease is returned."""
+        served = self._served[task].pop(version)
+        if not self._served[task]:
+            del self._served[task]
+        self._status.pop((task, version), None)
+        self._on_change(task, version, False)
+        log.info(
+            "model %s v%d retired (%s); released once its %d request(s) finish", task, version, reason, served.leases
+        )
+        retiring = asyncio.get_running_loop().create_task(self._release(served), name=f"retire-{task}-{version}")
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
+
+    async def _release(self, served: Served) -> None:
+        await served.idle.wait()
+        await served.batcher.stop()  # nothing is queued: every request that could queue held a lease
+        served.model.handle = None
+
+    # --------------------------------------------------------------------------- explicit control
+    async def load(self, task: str) -> list[VersionStatus]:
+        """Serve `task` again (after `unload`, or with polling off): load its versions from disk now."""
+        self._unloaded.discard(task)
+        disk = self.repository.scan(assume_settled=True).get(task, {})
+        for found in disk.values():
+            self._failed.pop(found.path, None)  # an explicit load retries refused versions
+        await self._reconcile(task, disk)
+        return [s for s in self.index() if s.task == task]
+
+    def unload(self, task: str) -> None:
+        """Stop serving `task` (its requests in flight finish); polls leave it alone until `load`."""
+        self._unloaded.add(task)
+        for version in list(self._served.get(task, {})):
+            self._retire(task, version, "unloaded")
+
+    async def stop(self) -> None:
+        """Stop every batcher (requests still queued get 503) and wait for retiring versions."""
+        for served in self.all_served():
+            await served.batcher.stop()
+        for retiring in list(self._retiring):
+            retiring.cancel()
+        self._served.clear()

@@ -10,12 +10,13 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from app.errors import NotFound, NotReady, PayloadTooLarge
-from app.registry import LoadedModel
+from app.model import LoadedModel
 from app.schemas import Health, ModelSummary, PredictResponse, Problem
 from app.service import ModelService, postprocess
 
 router = APIRouter()
 F = TypeVar("F", bound=Callable[..., Any])
+Version = Annotated[int | None, Query(ge=1, description="a served version (default: the highest served)")]
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": Problem, "description": text}
@@ -54,23 +55,25 @@ async def predict(
     task: str,
     file: Annotated[list[UploadFile], File(min_length=1, description="one or more image files (repeat the field)")],
     top_k: Annotated[int | None, Query(ge=1, description="labels per image (default: all classes)")] = None,
+    version: Version = None,
 ) -> PredictResponse:
     """Classify one or more images; results come back in upload order."""
     service = _service(request)
-    model = service.model(task)
-    limit = service.settings.max_files_per_request
-    if len(file) > limit:
-        raise PayloadTooLarge(f"{len(file)} files in one request; the limit is {limit}")
-    service.admit(task, len(file))
-    contents = [await upload.read() for upload in file]
-    images = await asyncio.gather(
-        *(
-            service.preprocess(task, data, model.spec, upload.filename or "file")
-            for upload, data in zip(file, contents, strict=True)
+    async with service.lease(task, version) as served:
+        limit = service.settings.max_files_per_request
+        if len(file) > limit:
+            raise PayloadTooLarge(f"{len(file)} files in one request; the limit is {limit}")
+        served.batcher.check_capacity(len(file))
+        spec = served.model.spec
+        contents = [await upload.read() for upload in file]
+        images = await asyncio.gather(
+            *(
+                service.preprocess(task, data, spec, upload.filename or "file")
+                for upload, data in zip(file, contents, strict=True)
+            )
         )
-    )
-    outputs = await service.infer(task, images)
-    meta = model.metadata
+        outputs = await service.infer(served, images)
+    meta = served.model.metadata
     k = min(top_k or len(meta.labels), len(meta.labels))
     threshold = meta.ood.threshold if meta.ood else None
     return PredictResponse(
@@ -89,8 +92,9 @@ async def list_models(request: Request) -> list[ModelSummary]:
 
 
 @router.get("/models/{task}", response_model=ModelSummary, responses=_ERRORS, tags=["models"])
-async def get_model(request: Request, task: str) -> ModelSummary:
-    return _summary(_service(request).model(task))
+async def get_model(request: Request, task: str, version: Version = None) -> ModelSummary:
+    """A served model (`version`, or the highest served)."""
+    return _summary(_service(request).model(task, version))
 
 
 # The plots training writes beside the SavedModel (training/plots.py), served from the version directory.
@@ -128,9 +132,9 @@ def _summary(model: LoadedModel) -> ModelSummary:
     responses={200: {"content": {"image/png": {}}}, 404: {"model": Problem, "description": "no such plot"}},
     tags=["models"],
 )
-async def get_plot(request: Request, task: str, name: str) -> FileResponse:
-    """A plot of the served model version, drawn at training time (see `plots` in `GET /models/{task}`)."""
-    model = _service(request).model(task)
+async def get_plot(request: Request, task: str, name: str, version: Version = None) -> FileResponse:
+    """A plot of a served model version, drawn at training time (see `plots` in `GET /models/{task}`)."""
+    model = _service(request).model(task, version)
     path = model.path / PLOTS[name] if name in PLOTS else None
     if path is None or not path.is_file():
         raise NotFound(

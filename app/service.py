@@ -11,33 +11,25 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.decoding import Decoder
-from app.errors import NotReady, UnknownTask
+from app.errors import NotFound
 from app.imaging import ImageSpec, load_image
 from app.metrics import Metrics
-from app.registry import (
-    OOD_SCORE,
-    PROBABILITIES,
-    LoadedModel,
-    ModelLoader,
-    ModelLoadError,
-    Outputs,
-    discover,
-    load_saved_model,
-)
+from app.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, Outputs
+from app.registry import Registry, Served
+from app.repository import Repository
+from app.runtimes.tensorflow import load_saved_model
 from app.schemas import LabelConfidence, Prediction
 
 log = logging.getLogger(__name__)
+_INFER_THREADS = 32
 
 
 # --------------------------------------------------------------------------------- pipeline steps
@@ -72,86 +64,59 @@ def postprocess(
 
 
 # ------------------------------------------------------------------------------------ the service
-@dataclass
-class _Slot:
-    """A task's state: directory, then loaded model and batcher once ready, or the reason it failed."""
-
-    path: Path
-    model: LoadedModel | None = None
-    batcher: MicroBatcher | None = None
-    error: str | None = None
-
-
 class ModelService:
-    """Loads every model in the background, then serves them through one micro-batcher each."""
+    """The registry of served models (kept in step with the disk), their batchers and the pipeline."""
 
     def __init__(self, settings: Settings, metrics: Metrics, loader: ModelLoader = load_saved_model) -> None:
         self.settings = settings
         self.metrics = metrics
-        self._loader = loader
-        self._slots: dict[str, _Slot] = {}
         self.decoder = Decoder(settings, metrics)
         metrics.large_decode_waiting.set_function(lambda: self.decoder.large_waiting)
-        self._infer_pool: ThreadPoolExecutor | None = None  # sized in start(), once the models are known
-        self._loading: asyncio.Task[None] | None = None
-        self.loaded = asyncio.Event()
+        # Threads are started as model calls need them: at most one per call in flight.
+        self._infer_pool = ThreadPoolExecutor(_INFER_THREADS, thread_name_prefix="infer")
+        self.registry = Registry(
+            Repository(settings.model_dir),
+            loader,
+            versions_served=settings.versions_served,
+            warm_up=self._warm_up,
+            make_batcher=self._make_batcher,
+            on_change=self._on_change,
+        )
+        self._watching: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Find the model directories now; load and warm them up in the background."""
-        self._slots = {task: _Slot(path) for task, path in discover(self.settings.model_dir).items()}
-        threads = max(1, len(self._slots)) * self.settings.max_concurrent_batches
-        self._infer_pool = ThreadPoolExecutor(threads, thread_name_prefix="infer")
-        log.info(
-            "found %d model(s) in %s: %s", len(self._slots), self.settings.model_dir, ", ".join(self._slots) or "none"
-        )
-        self._loading = asyncio.get_running_loop().create_task(self._load_all(), name="load-models")
+        """Load every model in the background, then poll the model directory every `model_poll_s`. The
+        tasks found now answer 503 (loading) until their model is ready, not 404."""
+        layout = self.registry.repository.layout()
+        log.info("found %d task(s) in %s: %s", len(layout), self.settings.model_dir, ", ".join(layout) or "none")
+        self.registry.expect(layout)
+        self._watching = asyncio.get_running_loop().create_task(self._watch(), name="watch-models")
+
+    async def _watch(self) -> None:
+        await self.registry.poll(first=True)
+        while self.settings.model_poll_s:
+            await asyncio.sleep(self.settings.model_poll_s)
+            try:
+                await self.registry.poll()
+            except Exception:  # a failed poll (a disk error) must not end polling
+                log.exception("polling %s failed", self.settings.model_dir)
 
     async def stop(self) -> None:
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
+        if self._watching is not None and not self._watching.done():
+            self._watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._loading
-        for slot in self._slots.values():
-            if slot.batcher is not None:
-                await slot.batcher.stop()
+                await self._watching
+        await self.registry.stop()
         self.decoder.shutdown()
-        if self._infer_pool is not None:
-            self._infer_pool.shutdown(wait=True)
+        self._infer_pool.shutdown(wait=True)
 
-    async def _load_all(self) -> None:
-        for task, slot in self._slots.items():
-            started = time.perf_counter()
-            try:
-                model = await asyncio.to_thread(self._loader, slot.path)
-                if model.metadata.task != task:
-                    raise ModelLoadError(f"{slot.path} holds task {model.metadata.task!r}, expected {task!r}")
-                await asyncio.to_thread(self._warm_up, model)
-            except ModelLoadError as error:
-                slot.error = str(error)
-                log.error("refusing model %s: %s", task, error)
-                continue
-            except Exception as error:  # a broken model must not stop the others from serving
-                slot.error = f"{type(error).__name__}: {error}"
-                log.exception("refusing model %s: %s", task, slot.error)
-                continue
-            self._serve(task, slot, model)
-            log.info(
-                "model %s v%d ready in %.1fs (%s%s)",
-                task,
-                model.metadata.version,
-                time.perf_counter() - started,
-                slot.path,
-                ", frozen" if model.frozen else "",
-            )
-        self.loaded.set()
-
-    def _serve(self, task: str, slot: _Slot, model: LoadedModel) -> None:
-        batcher = self._make_batcher(task, model)
-        batcher.start()
-        slot.batcher, slot.model = batcher, model
-        self.metrics.model_ready.labels(task, str(model.metadata.version)).set(1)
-        self.metrics.queue_depth.labels(task).set_function(lambda: batcher.queue_depth)
+    def _on_change(self, task: str, version: int, ready: bool) -> None:
+        self.metrics.model_ready.labels(task, str(version)).set(1 if ready else 0)
+        registry = self.registry
+        self.metrics.queue_depth.labels(task).set_function(
+            lambda: sum(registry.served(task, v).batcher.queue_depth for v in registry.versions(task))
+        )
 
     def _warm_up(self, model: LoadedModel) -> None:
         """Run a single image and a full batch so the first real requests don't pay for initialization,
@@ -164,7 +129,9 @@ class ModelService:
             if shapes != {name: expected[name] for name in model.outputs}:
                 raise ModelLoadError(f"{model.path}: warm-up returned shapes {shapes}")
 
-    def _make_batcher(self, task: str, model: LoadedModel) -> MicroBatcher:
+    def _make_batcher(self, model: LoadedModel) -> MicroBatcher:
+        task = model.metadata.task
+
         def infer(batch: np.ndarray) -> Outputs:
             with self.metrics.inference.labels(task).time():
                 return model.predict(batch)
@@ -184,60 +151,67 @@ class ModelService:
             executor=self._infer_pool,
             retry_after_s=s.retry_after_s,
             on_batch=observe,
-            name=task,
+            name=f"{task} v{model.metadata.version}",
         )
 
     # ------------------------------------------------------------------------------------ queries
     @property
+    def loaded(self) -> asyncio.Event:
+        return self.registry.loaded
+
+    @property
     def ready(self) -> bool:
-        """True once loading finished and at least one model serves (refused models are logged, not awaited)."""
-        return self.loaded.is_set() and any(slot.model is not None for slot in self._slots.values())
+        """True once the first load finished and at least one model serves (refused models are logged,
+        not awaited)."""
+        return self.loaded.is_set() and bool(self.registry.all_served())
 
     def status(self) -> dict[str, str]:
-        return {
-            task: "ready" if slot.model else (f"refused: {slot.error}" if slot.error else "loading")
-            for task, slot in self._slots.items()
-        }
+        """Task -> "ready", "loading" or "refused: <reason>" (readiness)."""
+        result = {}
+        for task in self.registry.tasks():
+            if self.registry.versions(task):
+                result[task] = "ready"
+            else:
+                states = [s for s in self.registry.index() if s.task == task]
+                failed = [s.reason for s in states if s.state == "UNAVAILABLE" and s.reason]
+                loading = not self.loaded.is_set() or any(s.state == "LOADING" for s in states)
+                result[task] = "loading" if loading else f"refused: {failed[-1] if failed else 'no version'}"
+        return result
 
     def is_known(self, task: str) -> bool:
-        return task in self._slots
+        return self.registry.is_known(task)
 
     def models(self) -> list[LoadedModel]:
-        return [slot.model for slot in self._slots.values() if slot.model is not None]
+        """The highest served version of every task."""
+        return [self.registry.served(task).model for task in self.registry.tasks() if self.registry.versions(task)]
 
-    def model(self, task: str) -> LoadedModel:
-        """The ready model of `task`; `UnknownTask` (404) or `NotReady` (503) otherwise."""
-        slot = self._slots.get(task)
-        if slot is None or slot.error is not None:
-            served = ", ".join(t for t, s in self._slots.items() if s.error is None) or "none"
-            reason = f" (its model was refused: {slot.error})" if slot is not None and slot.error else ""
-            raise UnknownTask(f"no model serves task {task!r}{reason}; served tasks: {served}")
-        if slot.model is None:
-            raise NotReady(f"model {task!r} is still loading", self.settings.retry_after_s)
-        return slot.model
+    def model(self, task: str, version: int | None = None) -> LoadedModel:
+        """The served model of `task` (`version`, or the highest); `UnknownTask`/`NotFound` (404) or
+        `NotReady` (503) otherwise."""
+        return self.registry.served(task, version).model
+
+    def lease(self, task: str, version: int | None = None) -> contextlib.AbstractAsyncContextManager[Served]:
+        """Hold a served version for a whole request (see `Registry.lease`)."""
+        return self.registry.lease(task, version)
 
     # --------------------------------------------------------------------------------- the pipeline
     async def preprocess(self, task: str, data: bytes, spec: ImageSpec, name: str) -> np.ndarray:
         """Decode off the event loop within the decode budget (see `app.decoding`); errors name `name`."""
         return await self.decoder(task, data, spec, name)
 
-    def admit(self, task: str, count: int) -> None:
-        """Refuse now (503) if the task's queue cannot take `count` more images, so an overloaded
-        service does not spend decoding work on requests it would refuse anyway. Unknown or refused
-        tasks pass (the route answers 404)."""
-        slot = self._slots.get(task)
-        if slot is None or slot.error is not None:
+    def admit(self, task: str, count: int, version: int | None = None) -> None:
+        """Refuse now (503) if the version's queue cannot take `count` more images, so an overloaded
+        service does not spend decoding work on requests it would refuse anyway. Unknown tasks pass
+        (the route answers 404)."""
+        try:
+            served = self.registry.served(task, version)
+        except NotFound:
             return
-        if slot.batcher is None:
-            raise NotReady(f"model {task!r} is still loading", self.settings.retry_after_s)
-        slot.batcher.check_capacity(count)
+        served.batcher.check_capacity(count)
 
-    async def infer(self, task: str, images: Sequence[np.ndarray]) -> list[Outputs]:
+    async def infer(self, served: Served, images: Sequence[np.ndarray]) -> list[Outputs]:
         """Each image's outputs (`PROBABILITIES`, and `OOD_SCORE` if the model has one), through the
-        task's micro-batcher."""
-        slot = self._slots[task]
-        if slot.batcher is None:
-            raise NotReady(f"model {task!r} is still loading", self.settings.retry_after_s)
-        results = await slot.batcher.submit(images)
-        self.metrics.images.labels(task).inc(len(images))
+        leased version's micro-batcher."""
+        results = await served.batcher.submit(images)
+        self.metrics.images.labels(served.model.metadata.task).inc(len(images))
         return results

@@ -14,16 +14,16 @@ import base64
 import binascii
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import ValidationError
 
 from app.bodies import read_body
 from app.errors import InvalidRequest, NotReady, PayloadTooLarge
 from app.imaging import ImageSpec
-from app.registry import OOD_SCORE, PROBABILITIES
+from app.model import OOD_SCORE, PROBABILITIES
 from app.routes import get_and_head
 from app.schemas import V2Error, V2InferRequest, V2InferResponse, V2ModelMetadata, V2Tensor, V2TensorMetadata
 from app.service import ModelService
@@ -69,16 +69,16 @@ async def ready(request: Request) -> dict[str, bool]:
     return {"ready": True}
 
 
-@router.get("/models/{task}", response_model=V2ModelMetadata, responses=MODEL_ERRORS)
-async def model_metadata(request: Request, task: str) -> V2ModelMetadata:
-    model = _service(request).model(task)
-    info, sig = model.metadata.input, model.metadata.signature
-    outputs = [V2TensorMetadata(name=sig.output, datatype="FP32", shape=[-1, len(model.metadata.labels)])]
-    if model.metadata.ood is not None:
-        outputs.append(V2TensorMetadata(name=model.metadata.ood.output, datatype="FP32", shape=[-1]))
+def _metadata(request: Request, task: str, version: int | None) -> V2ModelMetadata:
+    service = _service(request)
+    model = service.model(task, version)
+    meta, info, sig = model.metadata, model.metadata.input, model.metadata.signature
+    outputs = [V2TensorMetadata(name=sig.output, datatype="FP32", shape=[-1, len(meta.labels)])]
+    if meta.ood is not None:
+        outputs.append(V2TensorMetadata(name=meta.ood.output, datatype="FP32", shape=[-1]))
     return V2ModelMetadata(
         name=task,
-        versions=[str(model.metadata.version)],
+        versions=[str(v) for v in service.registry.versions(task)],
         platform="tensorflow_savedmodel",
         inputs=[
             V2TensorMetadata(name=sig.input, datatype="BYTES", shape=[-1]),
@@ -88,43 +88,77 @@ async def model_metadata(request: Request, task: str) -> V2ModelMetadata:
     )
 
 
+VersionPath = Annotated[int, Path(ge=1, description="a served version")]
+
+
+@router.get("/models/{task}", response_model=V2ModelMetadata, responses=MODEL_ERRORS)
+async def model_metadata(request: Request, task: str) -> V2ModelMetadata:
+    """The task's highest served version: inputs, outputs, and every version served."""
+    return _metadata(request, task, None)
+
+
+@router.get("/models/{task}/versions/{version}", response_model=V2ModelMetadata, responses=MODEL_ERRORS)
+async def model_version_metadata(request: Request, task: str, version: VersionPath) -> V2ModelMetadata:
+    return _metadata(request, task, version)
+
+
 @router.get("/models/{task}/ready", responses=MODEL_ERRORS)
 async def model_ready(request: Request, task: str) -> dict[str, object]:
     _service(request).model(task)  # 404 unknown, 503 loading
     return {"name": task, "ready": True}
 
 
-@router.post(
-    "/models/{task}/infer",
-    response_model=V2InferResponse,
-    responses=ERRORS,
-    openapi_extra={
+@router.get("/models/{task}/versions/{version}/ready", responses=MODEL_ERRORS)
+async def model_version_ready(request: Request, task: str, version: VersionPath) -> dict[str, object]:
+    _service(request).model(task, version)
+    return {"name": task, "version": str(version), "ready": True}
+
+
+_INFER_OPTIONS: dict[str, Any] = {
+    "response_model": V2InferResponse,
+    "responses": ERRORS,
+    "openapi_extra": {
         "requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST_SCHEMA}}}
     },
-)
+}
+
+
+@router.post("/models/{task}/infer", **_INFER_OPTIONS)
 async def infer(request: Request, task: str) -> V2InferResponse:
     """Classify a batch: a `BYTES` tensor of base64 image files, or a `UINT8` tensor of pixels."""
+    return await _infer(request, task, None)
+
+
+@router.post("/models/{task}/versions/{version}/infer", **_INFER_OPTIONS)
+async def infer_version(request: Request, task: str, version: VersionPath) -> V2InferResponse:
+    """`infer` on one served version."""
+    return await _infer(request, task, version)
+
+
+async def _infer(request: Request, task: str, version: int | None) -> V2InferResponse:
     service = _service(request)
-    model = service.model(task)
-    raw = await read_body(request, service.settings.max_json_bytes, "JSON body")
-    parsed = await request.app.state.json_parser(raw, partial(parse_infer_request, spec=model.spec))
-    count = len(parsed.files) if parsed.files is not None else len(parsed.pixels or [])
-    if count > service.settings.max_files_per_request:
-        raise PayloadTooLarge(f"{count} images in one request; the limit is {service.settings.max_files_per_request}")
-    service.admit(task, count)
-    if parsed.files is not None:
-        images = list(
-            await asyncio.gather(
-                *(service.preprocess(task, data, model.spec, f"element {i}") for i, data in enumerate(parsed.files))
+    async with service.lease(task, version) as served:
+        spec = served.model.spec
+        raw = await read_body(request, service.settings.max_json_bytes, "JSON body")
+        parsed = await request.app.state.json_parser(raw, partial(parse_infer_request, spec=spec))
+        count = len(parsed.files) if parsed.files is not None else len(parsed.pixels or [])
+        limit = service.settings.max_files_per_request
+        if count > limit:
+            raise PayloadTooLarge(f"{count} images in one request; the limit is {limit}")
+        served.batcher.check_capacity(count)
+        if parsed.files is not None:
+            images = list(
+                await asyncio.gather(
+                    *(service.preprocess(task, data, spec, f"element {i}") for i, data in enumerate(parsed.files))
+                )
             )
-        )
-    else:
-        images = parsed.pixels or []
-    results = await service.infer(task, images)
-    meta = model.metadata
+        else:
+            images = parsed.pixels or []
+        results = await service.infer(served, images)
+    meta = served.model.metadata
     names = {PROBABILITIES: meta.signature.output, OOD_SCORE: meta.ood.output if meta.ood else OOD_SCORE}
     tensors = []
-    for ours in model.outputs:
+    for ours in served.model.outputs:
         # JSON has no NaN or infinity: a non-finite score is sent as the largest float32 (flagged).
         stacked = np.nan_to_num(np.stack([r[ours] for r in results]), nan=_FLT_MAX, posinf=_FLT_MAX, neginf=-_FLT_MAX)
         tensors.append(

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.registry import discover, load_saved_model
+from app.repository import discover
+from app.runtimes.tensorflow import load_saved_model
 from app.service import preprocess
 
 

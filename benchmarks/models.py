@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.registry import discover, load_saved_model
+from app.repository import discover
+from app.runtimes.tensorflow import load_saved_model
 from benchmarks.timing import median_ms
 
 ROOT = Path(__file__).resolve().parent.parent

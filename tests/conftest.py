@@ -30,7 +30,7 @@ from PIL import Image
 from app.config import Settings
 from app.imaging import ImageSpec
 from app.main import create_app
-from app.registry import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
+from app.model import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
 
 LABELS = ["dark", "light"]
 OOD_THRESHOLD = 0.2

@@ -19,7 +19,7 @@ from PIL import Image, ImageFilter
 from app.config import Settings
 from app.imaging import ImageSpec
 from app.main import create_app
-from app.registry import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
+from app.model import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
 from tests.conftest import metadata, wait_ready
 from training.common import load_image_folder
 

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from app.registry import discover, load_saved_model
+from app.repository import discover
+from app.runtimes.tensorflow import load_saved_model
 from app.service import preprocess
 from tests.conftest import image_bytes, wait_ready
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import registry
 from app.imaging import ImageSpec
-from app.registry import OOD_SCORE, PROBABILITIES, ModelLoadError, discover, load_saved_model
+from app.model import OOD_SCORE, PROBABILITIES, ModelLoadError
+from app.repository import discover
+from app.runtimes import tensorflow as registry
+from app.runtimes.tensorflow import load_saved_model
 from tests.conftest import export_tiny_model, metadata
 
 SPEC = ImageSpec(height=8, width=8, channels=3)

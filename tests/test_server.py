@@ -77,20 +77,22 @@ def test_an_idle_keep_alive_connection_that_starts_a_header_is_timed_out_too(gua
         assert first.startswith(b"HTTP/1.1 200 OK") and b"headers did not arrive" in second
 
 
-def test_connections_beyond_the_cap_are_refused_with_503(guarded: Live) -> None:
-    held = [_connect(guarded) for _ in range(8)]
-    try:
-        time.sleep(0.1)
-        with _connect(guarded) as extra:
-            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            answer = _read_all(extra)
-        assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer
-        assert b"maximum of 8 connections" in answer
-    finally:
-        for sock in held:
-            sock.close()
-    time.sleep(0.2)
-    assert _predict_ok(guarded)  # the slots came back
+def test_connections_beyond_the_cap_are_refused_with_503(real_model_dir: Path) -> None:
+    env = {"APP_MODEL_DIR": str(real_model_dir), "APP_LOG_LEVEL": "warning", "APP_MAX_CONNECTIONS": "4"}
+    with service(env) as live:  # the default header timeout (10 s) leaves the held connections open
+        held = [_connect(live) for _ in range(4)]
+        try:
+            time.sleep(0.1)
+            with _connect(live) as extra:
+                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = _read_all(extra)
+            assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer
+            assert b"maximum of 4 connections" in answer
+        finally:
+            for sock in held:
+                sock.close()
+        time.sleep(0.2)
+        assert _predict_ok(live)  # the slots came back
 
 
 def test_health_answers_within_100_ms_while_the_service_is_saturated(real_model_dir: Path) -> None:

@@ -1,0 +1,1 @@
+"""Runtimes that execute a model version: one module per runtime."""
