@@ -49,20 +49,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     `config.guards` (a `Guards`), so the class stays importable by name."""
 
     header_timer: asyncio.TimerHandle | None = None
+    refused = False
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
         guards: Guards = self.config.guards  # type: ignore[attr-defined]
         if len(self.connections) > guards.max_connections:
+            self.refused = True
             detail = f"the server holds its maximum of {guards.max_connections} connections; retry later"
             transport.write(
                 _raw_response(503, "Service Unavailable", detail, f"retry-after: {guards.retry_after_s}\r\n")
             )
-            transport.close()
+            # Drop what the client still sends for a moment before closing: closing with its request
+            # unread would reset the connection, and the client would lose the answer.
+            self.loop.call_later(_LINGER_S, transport.close)
             return
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         if self.cycle is None or self.cycle.response_complete:  # the first bytes of a new request
             self._arm_header_timer()
         super().data_received(data)
