@@ -23,7 +23,19 @@ class _Template:
     path: str
 
 
-_PREDICT_PATH = re.compile(r"^/(?:predict/([^/]+)|v2/models/([^/]+)/infer)$")
+# The routes that classify, with the route template their refusals are counted under.
+_PREDICT_PATHS = (
+    (re.compile(r"^/predict/(?P<task>[^/]+)$"), "/predict/{task}"),
+    (re.compile(r"^/v2/models/(?P<task>[^/]+)(?:/versions/\d+)?/infer$"), "/v2/models/{task}/infer"),
+    (re.compile(r"^/v1/models/(?P<task>[^/]+?)(?:/versions/\d+)?:predict$"), "/v1/models/{task}:predict"),
+)
+
+
+def _predict_route(path: str) -> tuple[str, str] | None:
+    for pattern, template in _PREDICT_PATHS:
+        if match := pattern.match(path):
+            return match["task"], template
+    return None
 
 
 class ShedLoad:
@@ -39,13 +51,14 @@ class ShedLoad:
         self.admit = admit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and (match := _PREDICT_PATH.match(scope["path"])):
-            task = match.group(1) or match.group(2)
+        found = _predict_route(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if found is not None:
+            task, template = found
             try:
                 self.admit(task)
             except Unavailable as error:
                 # Label the refusal like a routed request, for the request metrics outside.
-                scope["route"] = _Template("/predict/{task}" if match.group(1) else "/v2/models/{task}/infer")
+                scope["route"] = _Template(template)
                 scope["path_params"] = {"task": task}
                 await reject(scope, send, 503, str(error), {"Retry-After": str(error.retry_after_s)})
                 return

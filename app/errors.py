@@ -5,6 +5,8 @@ Hierarchy::
     ServiceError                      base of everything the service raises on purpose
     ├── ClientError                   the request is at fault (4xx)
     │   ├── InvalidImage              400 corrupt or truncated image
+    │   ├── LoadFailed                400 a model asked for (repository API) does not load
+    │   ├── Forbidden                 403 an admin operation without the admin token
     │   ├── NotFound                  404 no such resource
     │   │   └── UnknownTask           404 no model serves this task
     │   ├── PayloadTooLarge           413 too many bytes, pixels or files
@@ -31,6 +33,14 @@ class ClientError(ServiceError):
 
 class InvalidImage(ClientError):
     """The bytes look like a supported image but cannot be decoded (corrupt or truncated)."""
+
+
+class LoadFailed(ClientError):
+    """A load asked for through the repository API failed; the message gives each version's reason."""
+
+
+class Forbidden(ClientError):
+    """The request needs the admin token (`APP_ADMIN_TOKEN`) and did not carry it."""
 
 
 class NotFound(ClientError):
@@ -75,6 +85,8 @@ class InferenceError(ServiceError):
 
 _STATUS: tuple[tuple[type[ServiceError], int], ...] = (
     (InvalidImage, 400),
+    (LoadFailed, 400),
+    (Forbidden, 403),
     (NotFound, 404),
     (PayloadTooLarge, 413),
     (UnsupportedImageType, 415),

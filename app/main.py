@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pythonjsonlogger.json import JsonFormatter
 from starlette.exceptions import HTTPException
 
-from app import memory, routes, v2
+from app import admin, memory, routes, tfserving, v2
 from app.admission import BodyBudget, InflightBodies, ShedLoad
 from app.bodies import JsonParser
 from app.config import Settings
@@ -97,6 +97,8 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(routes.router)
     app.include_router(v2.router)
+    app.include_router(admin.router)
+    app.include_router(tfserving.router)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -119,8 +121,9 @@ class SafeJSONResponse(JSONResponse):
 
 
 def error_response(path: str, status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """DESIGN.md's `{"detail": ...}`, or the Open Inference Protocol's `{"error": ...}` under /v2/."""
-    body = {"error": detail} if path.startswith("/v2/") else {"detail": detail}
+    """DESIGN.md's `{"detail": ...}`, or `{"error": ...}` under /v2/ (the Open Inference Protocol) and
+    /v1/ (TensorFlow Serving's REST API), as those protocols' clients expect."""
+    body = {"error": detail} if path.startswith(("/v2/", "/v1/")) else {"detail": detail}
     return SafeJSONResponse(body, status_code=status, headers=headers)
 
 
@@ -162,7 +165,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema["components"]["schemas"].pop("HTTPValidationError", None)
         schema["components"]["schemas"].pop("ValidationError", None)
         for path, operations in schema["paths"].items():
-            body = "V2Error" if path.startswith("/v2/") else "Problem"
+            body = "V2Error" if path.startswith(("/v2/", "/v1/")) else "Problem"
             for operation in operations.values():
                 answer = operation.get("responses", {}).get("422")
                 if answer is not None:

@@ -110,12 +110,8 @@ class Registry:
         if version is None:
             return versions[max(versions)]
         if version not in versions:
-            state = self._status.get((task, version))
-            why = (
-                f" ({state.state}: {state.reason})"
-                if state and state.reason
-                else (f" ({state.state})" if state else "")
-            )
+            state = next((e for e in self.index() if (e.task, e.version) == (task, version)), None)
+            why = f" ({state.state}: {state.reason})" if state and state.reason else ""
             raise NotFound(
                 f"model {task!r} does not serve version {version}{why}; it serves {', '.join(map(str, self.versions(task)))}"
             )

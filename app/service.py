@@ -19,7 +19,7 @@ import numpy as np
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.decoding import Decoder
-from app.errors import NotFound
+from app.errors import NotFound, PayloadTooLarge
 from app.imaging import ImageSpec, load_image
 from app.metrics import Metrics
 from app.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, Outputs
@@ -27,6 +27,7 @@ from app.registry import Registry, Served
 from app.repository import Repository
 from app.runtimes.tensorflow import load_saved_model
 from app.schemas import LabelConfidence, Prediction
+from app.tensors import Images
 
 log = logging.getLogger(__name__)
 _INFER_THREADS = 32
@@ -208,6 +209,24 @@ class ModelService:
         except NotFound:
             return
         served.batcher.check_capacity(count)
+
+    async def run(self, served: Served, images: Images, names: Sequence[str]) -> list[Outputs]:
+        """The whole pipeline for a JSON request's images on a leased version: the count limit, the queue's
+        room, decoding of encoded files (named `names` in errors), then `infer`."""
+        limit = self.settings.max_files_per_request
+        if len(images) > limit:
+            raise PayloadTooLarge(f"{len(images)} images in one request; the limit is {limit}")
+        served.batcher.check_capacity(len(images))
+        task, spec = served.model.metadata.task, served.model.spec
+        if images.files is not None:
+            pixels = list(
+                await asyncio.gather(
+                    *(self.preprocess(task, data, spec, name) for data, name in zip(images.files, names, strict=True))
+                )
+            )
+        else:
+            pixels = images.pixels or []
+        return await self.infer(served, pixels)
 
     async def infer(self, served: Served, images: Sequence[np.ndarray]) -> list[Outputs]:
         """Each image's outputs (`PROBABILITIES`, and `OOD_SCORE` if the model has one), through the

@@ -9,9 +9,6 @@ score, an `FP32` tensor `ood_score` [n] (flag an image when it is above the thre
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
@@ -21,12 +18,13 @@ from fastapi import APIRouter, Path, Request
 from pydantic import ValidationError
 
 from app.bodies import read_body
-from app.errors import InvalidRequest, NotReady, PayloadTooLarge
+from app.errors import InvalidRequest, NotReady
 from app.imaging import ImageSpec
 from app.model import OOD_SCORE, PROBABILITIES
 from app.routes import get_and_head
 from app.schemas import V2Error, V2InferRequest, V2InferResponse, V2ModelMetadata, V2Tensor, V2TensorMetadata
 from app.service import ModelService
+from app.tensors import Images, b64_file, uint8_pixels, validation_message
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 _FLT_MAX = float(np.finfo(np.float32).max)
@@ -97,7 +95,7 @@ async def model_metadata(request: Request, task: str) -> V2ModelMetadata:
     return _metadata(request, task, None)
 
 
-@router.get("/models/{task}/versions/{version}", response_model=V2ModelMetadata, responses=MODEL_ERRORS)
+@router.get("/models/{task}/versions/{version:int}", response_model=V2ModelMetadata, responses=MODEL_ERRORS)
 async def model_version_metadata(request: Request, task: str, version: VersionPath) -> V2ModelMetadata:
     return _metadata(request, task, version)
 
@@ -108,7 +106,7 @@ async def model_ready(request: Request, task: str) -> dict[str, object]:
     return {"name": task, "ready": True}
 
 
-@router.get("/models/{task}/versions/{version}/ready", responses=MODEL_ERRORS)
+@router.get("/models/{task}/versions/{version:int}/ready", responses=MODEL_ERRORS)
 async def model_version_ready(request: Request, task: str, version: VersionPath) -> dict[str, object]:
     _service(request).model(task, version)
     return {"name": task, "version": str(version), "ready": True}
@@ -129,7 +127,7 @@ async def infer(request: Request, task: str) -> V2InferResponse:
     return await _infer(request, task, None)
 
 
-@router.post("/models/{task}/versions/{version}/infer", **_INFER_OPTIONS)
+@router.post("/models/{task}/versions/{version:int}/infer", **_INFER_OPTIONS)
 async def infer_version(request: Request, task: str, version: VersionPath) -> V2InferResponse:
     """`infer` on one served version."""
     return await _infer(request, task, version)
@@ -141,20 +139,7 @@ async def _infer(request: Request, task: str, version: int | None) -> V2InferRes
         spec = served.model.spec
         raw = await read_body(request, service.settings.max_json_bytes, "JSON body")
         parsed = await request.app.state.json_parser(raw, partial(parse_infer_request, spec=spec))
-        count = len(parsed.files) if parsed.files is not None else len(parsed.pixels or [])
-        limit = service.settings.max_files_per_request
-        if count > limit:
-            raise PayloadTooLarge(f"{count} images in one request; the limit is {limit}")
-        served.batcher.check_capacity(count)
-        if parsed.files is not None:
-            images = list(
-                await asyncio.gather(
-                    *(service.preprocess(task, data, spec, f"element {i}") for i, data in enumerate(parsed.files))
-                )
-            )
-        else:
-            images = parsed.pixels or []
-        results = await service.infer(served, images)
+        results = await service.run(served, parsed.images, [f"element {i}" for i in range(len(parsed.images))])
     meta = served.model.metadata
     names = {PROBABILITIES: meta.signature.output, OOD_SCORE: meta.ood.output if meta.ood else OOD_SCORE}
     tensors = []
@@ -170,71 +155,28 @@ async def _infer(request: Request, task: str, version: int | None) -> V2InferRes
 # ------------------------------------------------------------------------------ request parsing
 @dataclass
 class ParsedInfer:
-    """An infer request reduced to what the pipeline needs: encoded files, or the model's pixels."""
+    """An infer request reduced to what the pipeline needs."""
 
     id: str | None
-    files: list[bytes] | None = None
-    pixels: list[np.ndarray] | None = None
+    images: Images
 
 
 def parse_infer_request(raw: bytes, spec: ImageSpec) -> ParsedInfer:
     """Validate the JSON body and convert its one input tensor; every fault is `InvalidRequest` (422).
-    Runs on the JSON worker thread for large bodies, so all of the per-element work happens here."""
+    Runs in the JSON parser process for large bodies, so all of the per-element work happens here."""
     try:
         body = V2InferRequest.model_validate_json(raw)
     except ValidationError as error:
-        raise InvalidRequest(_validation_message(error)) from error
+        raise InvalidRequest(validation_message(error)) from error
     tensor = body.inputs[0]
     if tensor.datatype == "BYTES":
-        return ParsedInfer(body.id, files=_files(tensor))
-    if tensor.datatype == "UINT8":
-        return ParsedInfer(body.id, pixels=_pixels(spec, tensor))
-    raise InvalidRequest(f"input datatype must be BYTES (encoded images) or UINT8 (pixels), got {tensor.datatype}")
-
-
-def _validation_message(error: ValidationError) -> str:
-    reasons = []
-    for item in error.errors(include_url=False)[:5]:
-        where = ".".join(str(part) for part in item["loc"])
-        reasons.append(f"{where}: {item['msg']}" if where else item["msg"])
-    return "; ".join(reasons)
-
-
-def _files(tensor: V2Tensor) -> list[bytes]:
-    if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data):
-        raise InvalidRequest(
-            f"BYTES input shape must be [{len(tensor.data)}] for {len(tensor.data)} images, got {tensor.shape}"
+        if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data) or not tensor.data:
+            raise InvalidRequest(
+                f"BYTES input shape must be [n] for n >= 1 images, got {tensor.shape} for {len(tensor.data)} elements"
+            )
+        return ParsedInfer(
+            body.id, Images(files=[b64_file(x, f"BYTES element {i}") for i, x in enumerate(tensor.data)])
         )
-    if not tensor.data:
-        raise InvalidRequest("the input tensor holds no image")
-    files: list[bytes] = []
-    for index, item in enumerate(tensor.data):
-        if not isinstance(item, str):
-            raise InvalidRequest(f"BYTES element {index} must be a base64 string")
-        try:
-            files.append(base64.b64decode(item, validate=True))
-        except (binascii.Error, ValueError) as error:
-            raise InvalidRequest(f"BYTES element {index} is not valid base64: {error}") from error
-    return files
-
-
-def _pixels(spec: ImageSpec, tensor: V2Tensor) -> list[np.ndarray]:
-    """The UINT8 tensor as arrays of the model's input shape. Only JSON integers 0..255 are pixels:
-    a float (7.9), a string or a boolean is refused, not rounded or cast."""
-    expected = [spec.height, spec.width, spec.channels]
-    if len(tensor.shape) != 4 or tensor.shape[1:] != expected or tensor.shape[0] < 1:
-        raise InvalidRequest(f"UINT8 input shape must be [n, {', '.join(map(str, expected))}], got {tensor.shape}")
-    try:
-        # Nested lists (row-major, as the protocol allows) become an n-d array; ragged ones fail.
-        values = np.asarray(tensor.data, dtype=object).ravel()
-    except ValueError as error:
-        raise InvalidRequest(f"UINT8 data is not a regular array: {error}") from error
-    wrong = sorted({type(v).__name__ for v in values if type(v) is not int})
-    if wrong:
-        raise InvalidRequest(f"UINT8 data must be JSON integers 0..255; found {', '.join(wrong)}")
-    needed = int(np.prod(tensor.shape))
-    if values.size != needed:
-        raise InvalidRequest(f"UINT8 data has {values.size} values, shape {tensor.shape} needs {needed}")
-    if values.size and (min(values) < 0 or max(values) > 255):
-        raise InvalidRequest("UINT8 values must be in 0..255")
-    return list(values.astype(np.uint8).reshape(tensor.shape))
+    if tensor.datatype == "UINT8":
+        return ParsedInfer(body.id, Images(pixels=uint8_pixels(tensor.data, tensor.shape, spec, "UINT8 data")))
+    raise InvalidRequest(f"input datatype must be BYTES (encoded images) or UINT8 (pixels), got {tensor.datatype}")

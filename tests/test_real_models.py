@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,4 +79,20 @@ def test_the_model_served_matches_the_savedmodel(task: str, pattern: str) -> Non
     path = discover(MODELS)[task]
     frozen, plain = load_saved_model(path), load_saved_model(path, freeze=False)  # frozen if not slower
     batch = np.stack([preprocess(p.read_bytes(), frozen.spec, 10**8) for p in sorted(DATASETS.glob(pattern))[:16]])
-    np.testing.assert_allclose(frozen.predict(batch), plain.predict(batch), atol=1e-5)
+    served, exported = frozen.predict(batch), plain.predict(batch)
+    assert set(served) == set(exported) == set(frozen.outputs)
+    for name in served:  # probabilities to 1e-5; OOD distances (in the tens) to the same relative precision
+        np.testing.assert_allclose(served[name], exported[name], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not DATASETS.is_dir(), reason=f"real photos not found at {DATASETS}")
+def test_a_tensorflow_serving_client_request_classifies_a_real_photo(client: TestClient) -> None:
+    """The body TF Serving's REST documentation shows, unchanged: only the host differs."""
+    photo = sorted(DATASETS.glob("flower_photos/sunflowers/*.jpg"))[0]
+    body = {"signature_name": "serving_default", "instances": [{"b64": base64.b64encode(photo.read_bytes()).decode()}]}
+    answer = client.post("/v1/models/flowers:predict", json=body)
+    assert answer.status_code == 200, answer.text
+    labels = client.get("/models/flowers").json()["labels"]
+    (prediction,) = answer.json()["predictions"]
+    scores = prediction["probabilities"] if isinstance(prediction, dict) else prediction
+    assert labels[int(np.argmax(scores))] == "sunflowers"
