@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -71,3 +71,12 @@ class Settings(BaseSettings):
     drain_s: float = Field(5, ge=0, description="after SIGTERM: serve this long with readiness 503, then stop")
     graceful_timeout_s: int = Field(30, ge=1, description="then: how long accepted requests may take to finish")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: none")
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_no_token(cls, value: object) -> object:
+        """An empty APP_ADMIN_TOKEN (compose passes one when unset) disables the admin API; it must never
+        be a token that an empty bearer would match."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
