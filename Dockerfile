@@ -5,25 +5,40 @@
 #   docker build --secret id=extra_ca,src=/path/to/proxy-ca.pem .
 
 FROM python:3.11-slim AS build
-ARG TENSORFLOW=tensorflow-cpu==2.21.0
+# Empty: the locked tensorflow-cpu. For the GPU image: --build-arg TENSORFLOW='tensorflow[and-cuda]==2.21.0'.
+ARG TENSORFLOW=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
+COPY requirements.lock /tmp/requirements.lock
 RUN --mount=type=secret,id=extra_ca,required=false \
     set -e; \
     if [ -s /run/secrets/extra_ca ]; then \
         cat /etc/ssl/certs/ca-certificates.crt /run/secrets/extra_ca > /tmp/ca.pem; \
         export PIP_CERT=/tmp/ca.pem; \
     fi; \
-    sed -i "s/^tensorflow-cpu==.*/${TENSORFLOW}/" /tmp/requirements.txt; \
-    /opt/venv/bin/pip install --no-compile -r /tmp/requirements.txt; \
-    rm -f /tmp/ca.pem /tmp/requirements.txt
+    /opt/venv/bin/pip install --no-compile --require-hashes -r /tmp/requirements.lock; \
+    if [ -n "$TENSORFLOW" ]; then \
+        /opt/venv/bin/pip uninstall --yes tensorflow-cpu; \
+        /opt/venv/bin/pip install --no-compile "$TENSORFLOW"; \
+    fi; \
+    rm -f /tmp/ca.pem /tmp/requirements.lock
+# The project itself, as a wheel (its dependencies are all in place already).
+COPY pyproject.toml README.md /src/
+COPY app/ /src/app/
+COPY training/ /src/training/
+RUN --mount=type=secret,id=extra_ca,required=false \
+    set -e; \
+    if [ -s /run/secrets/extra_ca ]; then \
+        cat /etc/ssl/certs/ca-certificates.crt /run/secrets/extra_ca > /tmp/ca.pem; \
+        export PIP_CERT=/tmp/ca.pem; \
+    fi; \
+    /opt/venv/bin/pip install --no-compile --no-deps /src; \
+    rm -f /tmp/ca.pem
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv
-COPY app/ app/
 # Default models; docker-compose.yml mounts ./models over this, read-only, so new versions need no rebuild.
 COPY models/ models/
 ENV PATH=/opt/venv/bin:$PATH \
@@ -36,4 +51,4 @@ EXPOSE 8000
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=5s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status != 200)"]
-CMD ["python", "-m", "app"]
+CMD ["image-classifier"]

@@ -5,15 +5,29 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps lint test test-fast serve bench docker-base clean
+.PHONY: install system-deps lint audit test test-fast serve bench docker-base lock clean
 
-$(STAMP): requirements.txt requirements-train.txt requirements-dev.txt
+# Dependencies from the hashed lock file, then the project itself (editable, no dependency resolution).
+$(STAMP): requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Regenerate the lock files from pyproject.toml (pip-tools). The dev extra names the project itself
+# (to include train and bench); that self-reference is not a pinnable package, so it is dropped.
+LOCK := $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --strip-extras
+lock: install
+	$(LOCK) -o requirements.lock pyproject.toml
+	$(LOCK) --extra dev -o requirements-dev.lock pyproject.toml
+	$(PY) scripts/drop_self_reference.py requirements-dev.lock
+
+# Known vulnerabilities in the locked runtime dependencies (strict: a package that cannot be checked fails).
+audit: install
+	bash scripts/audit.sh
 
 # Browser and Docker engine for the end-to-end tests (Debian, as root; skipped elsewhere with a message).
 system-deps:
@@ -24,7 +38,7 @@ lint: install
 	$(VENV)/bin/ruff format --check app training tests benchmarks stress
 	$(VENV)/bin/mypy app training benchmarks stress
 
-test: install system-deps lint
+test: install system-deps lint audit
 	$(PY) -m pytest
 
 test-fast: install

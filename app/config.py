@@ -8,7 +8,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# In a checkout, the committed models; installed as a package, ./models of the working directory.
 _REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+_DEFAULT_MODELS = _REPO_MODELS if _REPO_MODELS.is_dir() else Path("models")
 
 
 class Settings(BaseSettings):
@@ -17,7 +19,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="APP_", frozen=True)
 
-    model_dir: Path = Field(_REPO_MODELS, description="root of models/<task>/<version>/ (TF Serving's layout)")
+    model_dir: Path = Field(_DEFAULT_MODELS, description="root of models/<task>/<version>/ (TF Serving's layout)")
     model_poll_s: float = Field(5, ge=0, description="look for new, changed and removed versions this often (0: never)")
     versions_served: int = Field(1, ge=1, description="serve the latest N versions of each task (TF Serving's policy)")
     admin_token: SecretStr | None = Field(
