@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -21,14 +22,16 @@ from typing import TypeVar
 
 from fastapi import Request
 
-from app.errors import PayloadTooLarge, Unavailable
+from app.errors import InvalidRequest, PayloadTooLarge, Unavailable, UnsupportedEncoding
 from app.memory import call_and_trim
 
 T = TypeVar("T")
 
 
 async def read_body(request: Request, limit: int, what: str = "request body") -> bytes:
-    """The whole body, refused with 413 as soon as it is declared or found larger than `limit`."""
+    """The whole body, refused with 413 as soon as it is declared or found larger than `limit`. A body
+    sent with `Content-Encoding: gzip` or `deflate` is decompressed (off the event loop) and held to the
+    same limit once decompressed, so a small compressed bomb is refused without its memory."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"{what} of {int(declared):,} bytes exceeds the {limit:,}-byte limit")
@@ -39,7 +42,32 @@ async def read_body(request: Request, limit: int, what: str = "request body") ->
         if received > limit:
             raise PayloadTooLarge(f"{what} exceeds the {limit:,}-byte limit")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none")
+    return await asyncio.to_thread(_inflate, body, encoding, limit, what)
+
+
+def _inflate(body: bytes, encoding: str, limit: int, what: str) -> bytes:
+    # gzip; zlib-wrapped deflate as HTTP defines it; raw deflate, which some clients send instead.
+    formats = [16 + zlib.MAX_WBITS] if "gzip" in encoding else [zlib.MAX_WBITS, -zlib.MAX_WBITS]
+    for wbits in formats:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error as error:
+            if wbits == formats[-1]:
+                raise InvalidRequest(f"{encoding} {what} does not decompress: {error}") from error
+            continue
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"{what} decompresses to more than the {limit:,}-byte limit")
+        if not inflater.eof:
+            raise InvalidRequest(f"{encoding} {what} is truncated")
+        return out
+    raise AssertionError("unreachable")
 
 
 class JsonParser:

@@ -11,6 +11,7 @@ Hierarchy::
     │   │   └── UnknownTask           404 no model serves this task
     │   ├── PayloadTooLarge           413 too many bytes, pixels or files
     │   ├── UnsupportedImageType      415 not an image format the service decodes
+    │   ├── UnsupportedEncoding       415 a Content-Encoding other than gzip or deflate
     │   └── InvalidRequest            422 malformed request (bad tensor shape, bad base64, ...)
     ├── Unavailable                   503 with Retry-After
     │   ├── NotReady                  the model is still loading, or the service is stopping
@@ -59,6 +60,10 @@ class UnsupportedImageType(ClientError):
     """The upload is not an image format the service decodes."""
 
 
+class UnsupportedEncoding(ClientError):
+    """The request body is compressed with a coding the service does not decompress."""
+
+
 class InvalidRequest(ClientError):
     """The request is well-formed HTTP but its content is malformed."""
 
@@ -90,6 +95,7 @@ _STATUS: tuple[tuple[type[ServiceError], int], ...] = (
     (NotFound, 404),
     (PayloadTooLarge, 413),
     (UnsupportedImageType, 415),
+    (UnsupportedEncoding, 415),
     (InvalidRequest, 422),
     (Unavailable, 503),
     (InferenceError, 500),

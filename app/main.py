@@ -6,21 +6,24 @@ import asyncio
 import gc
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
-from pythonjsonlogger.json import JsonFormatter
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from app import admin, memory, routes, tfserving, v2
+from app import admin, logs, memory, routes, tfserving, v2
 from app.admission import BodyBudget, InflightBodies, ShedLoad
 from app.bodies import JsonParser
 from app.config import Settings
@@ -39,7 +42,7 @@ _INLINE_JSON_BYTES = 64 * 1024  # JSON bodies up to this size parse on the event
 def create_app(settings: Settings | None = None, *, loader: ModelLoader | None = None) -> FastAPI:
     """Build the app. `settings` default to the environment; `loader` (tests) replaces SavedModel loading."""
     settings = settings or Settings()
-    _configure_logging(settings)
+    logs.configure(settings)
     metrics = Metrics()
 
     @asynccontextmanager
@@ -65,7 +68,8 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
             await service.stop()
             app.state.json_parser.shutdown()
 
-    app = FastAPI(
+    # FastAPIOffline serves /docs and /redoc with their scripts from the package, not from a CDN.
+    app = FastAPIOffline(
         title="Image classification service",
         version="1.0.0",
         description='Classifies images with the TensorFlow models under models/. Errors: {"detail": reason}.',
@@ -89,9 +93,17 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     )
     app.add_middleware(CloseWhileDraining)
     app.add_middleware(RequestMetrics, metrics=metrics, known_task=lambda task: app.state.service.is_known(task))
+    # Compress large answers for clients that accept it (documentation, big tensors).
+    app.add_middleware(GZipMiddleware, minimum_size=4096)
+    # Outermost: every log line of a request, and its answer, carry its X-Request-ID (taken or made).
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=_valid_request_id)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
         )
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -157,6 +169,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(request.url.path, 500, "internal error; the service log has the details")
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _valid_request_id(value: str) -> bool:
+    """A client's request ID is kept if it is a plain token (no spaces, control characters or quotes
+    that could forge log lines); otherwise a new one is made."""
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema, with the 422 it adds for validated parameters described as what this service
     sends: `{"detail": reason}`, or `{"error": reason}` under /v2/ (see `_install_error_handlers`)."""
@@ -175,19 +196,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- runtime set-up
-def _configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler()
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.set_name("app")
-    root = logging.getLogger()
-    # Replace only our own handler (from an earlier create_app), never handlers the host installed.
-    root.handlers[:] = [h for h in root.handlers if h.get_name() != "app"] + [handler]
-    root.setLevel(settings.log_level.upper())
-
-
 async def _freeze_heap_when_loaded(service: ModelService) -> None:
     """Once the models are loaded, move every object alive (TensorFlow's and the models', ~376,000 here)
     out of the garbage collector's sight. Otherwise each full collection walks them all with the GIL held,

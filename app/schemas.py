@@ -114,17 +114,13 @@ class Health(BaseModel):
 
 # ------------------------------------------------------------------------------- KServe v2 (OIP)
 class V2Tensor(BaseModel):
+    """A tensor of the Open Inference Protocol: `data`, or `parameters.binary_data_size` bytes of binary
+    data after the JSON (the binary tensor data extension)."""
+
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
-    parameters: dict[str, Any] | None = None
-
-
-class V2InferRequest(BaseModel):
-    id: str | None = None
-    inputs: list[V2Tensor] = Field(min_length=1, max_length=1)
-    outputs: list[dict[str, Any]] | None = None
+    data: list[Any] | None = None
     parameters: dict[str, Any] | None = None
 
 
@@ -135,6 +131,12 @@ class V2InferResponse(BaseModel):
     model_version: str
     id: str | None = None
     outputs: list[V2Tensor]
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
 
 
 class V2TensorMetadata(BaseModel):

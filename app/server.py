@@ -28,6 +28,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app import logs
 from app.config import Settings
 from app.main import create_app
 
@@ -140,6 +141,8 @@ class DrainingServer(uvicorn.Server):
 
 def build(settings: Settings) -> DrainingServer:
     """The server for `settings`, with its app (models load in the app's lifespan, when it runs)."""
+    if settings.log_format == "json":
+        logs.capture_native_stderr()
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -1,33 +1,35 @@
-"""Open Inference Protocol (KServe v2) surface, so standard clients can use the service.
+"""Open Inference Protocol (KServe v2) surface, so standard clients (NVIDIA's `tritonclient`, the `kserve`
+SDK) can use the service.
 
-`POST /v2/models/{task}/infer` takes one input tensor: `BYTES` of base64-encoded image files (shape [n])
-decoded exactly like uploads, or `UINT8` pixels of the model's exact input shape [n, H, W, C]. It returns
-an `FP32` tensor of calibrated probabilities [n, classes] and, for models with an out-of-distribution
-score, an `FP32` tensor `ood_score` [n] (flag an image when it is above the threshold of
-`GET /models/{task}`). Errors are `{"error": "..."}` as the protocol says.
+`POST /v2/models/{task}[/versions/{v}]/infer` takes one input tensor named as the signature's input; its
+datatype tells what it holds: `BYTES` [n] encoded image files (base64 in JSON, or raw with the binary
+tensor data extension), decoded exactly like uploads, or `UINT8` [n, H, W, C] pixels. It returns `FP32`
+calibrated probabilities [n, classes] and, for models with an out-of-distribution score, `ood_score` [n]
+(flag an image when it is above the threshold of `GET /models/{task}`). The body is JSON whatever its
+Content-Type says, may be gzip- or deflate-compressed, and follows the binary tensor data extension
+(`app.oip`) when `Inference-Header-Content-Length` is set. Errors are `{"error": "..."}`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from functools import partial
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Path, Request
-from pydantic import ValidationError
+from fastapi import APIRouter, Path, Request, Response
 
 from app.bodies import read_body
-from app.errors import InvalidRequest, NotReady
-from app.imaging import ImageSpec
+from app.errors import InvalidRequest, NotReady, PayloadTooLarge
 from app.model import OOD_SCORE, PROBABILITIES
+from app.oip import HEADER_LENGTH, InferRequest, infer_response, parse_infer_request
 from app.routes import get_and_head
-from app.schemas import V2Error, V2InferRequest, V2InferResponse, V2ModelMetadata, V2Tensor, V2TensorMetadata
+from app.schemas import V2Error, V2InferResponse, V2ModelMetadata, V2ServerMetadata, V2TensorMetadata
 from app.service import ModelService
-from app.tensors import Images, b64_file, uint8_pixels, validation_message
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
-_FLT_MAX = float(np.finfo(np.float32).max)
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": V2Error, "description": text}
     for code, text in {
@@ -42,14 +44,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 MODEL_ERRORS: dict[int | str, dict[str, Any]] = {code: ERRORS[code] for code in (404, 503)}
 # The request body is read and parsed by the route itself (off the event loop when large), so its schema is
-# declared here; V2Tensor reaches the components through the response model.
-INFER_REQUEST_SCHEMA = V2InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-INFER_REQUEST_SCHEMA.pop("$defs", None)
+# declared here, self-contained (its definitions travel with it).
+INFER_REQUEST_SCHEMA = json.loads(
+    json.dumps(InferRequest.model_json_schema()).replace("#/components/schemas/", "#/$defs/")
+)
 
 
 def _service(request: Request) -> ModelService:
     service: ModelService = request.app.state.service
     return service
+
+
+@router.get("", response_model=V2ServerMetadata)
+async def server_metadata() -> V2ServerMetadata:
+    """Server metadata: name, version and the protocol extensions served."""
+    try:
+        version = package_version("image-classifier-service")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        version = "unknown"
+    return V2ServerMetadata(
+        name="image-classifier-service", version=version, extensions=["binary_tensor_data", "model_repository"]
+    )
 
 
 @get_and_head(router, "/health/live")
@@ -78,10 +93,9 @@ def _metadata(request: Request, task: str, version: int | None) -> V2ModelMetada
         name=task,
         versions=[str(v) for v in service.registry.versions(task)],
         platform="tensorflow_savedmodel",
-        inputs=[
-            V2TensorMetadata(name=sig.input, datatype="BYTES", shape=[-1]),
-            V2TensorMetadata(name=sig.input, datatype="UINT8", shape=[-1, info.height, info.width, info.channels]),
-        ],
+        # One entry per input: the model's own (pixels). A BYTES tensor of shape [n] under the same name,
+        # holding encoded image files, is accepted too: the request's datatype tells which it is.
+        inputs=[V2TensorMetadata(name=sig.input, datatype="UINT8", shape=[-1, info.height, info.width, info.channels])],
         outputs=outputs,
     )
 
@@ -113,8 +127,8 @@ async def model_version_ready(request: Request, task: str, version: VersionPath)
 
 
 _INFER_OPTIONS: dict[str, Any] = {
-    "response_model": V2InferResponse,
-    "responses": ERRORS,
+    "response_model": None,
+    "responses": {200: {"model": V2InferResponse, "content": {"application/octet-stream": {}}}, **ERRORS},
     "openapi_extra": {
         "requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST_SCHEMA}}}
     },
@@ -122,61 +136,38 @@ _INFER_OPTIONS: dict[str, Any] = {
 
 
 @router.post("/models/{task}/infer", **_INFER_OPTIONS)
-async def infer(request: Request, task: str) -> V2InferResponse:
-    """Classify a batch: a `BYTES` tensor of base64 image files, or a `UINT8` tensor of pixels."""
+async def infer(request: Request, task: str) -> Response:
+    """Classify a batch: a `BYTES` tensor of image files, or a `UINT8` tensor of pixels."""
     return await _infer(request, task, None)
 
 
 @router.post("/models/{task}/versions/{version:int}/infer", **_INFER_OPTIONS)
-async def infer_version(request: Request, task: str, version: VersionPath) -> V2InferResponse:
+async def infer_version(request: Request, task: str, version: VersionPath) -> Response:
     """`infer` on one served version."""
     return await _infer(request, task, version)
 
 
-async def _infer(request: Request, task: str, version: int | None) -> V2InferResponse:
+async def _infer(request: Request, task: str, version: int | None) -> Response:
     service = _service(request)
+    settings = service.settings
     async with service.lease(task, version) as served:
         spec = served.model.spec
-        raw = await read_body(request, service.settings.max_json_bytes, "JSON body")
-        parsed = await request.app.state.json_parser(raw, partial(parse_infer_request, spec=spec))
+        raw = await read_body(request, settings.max_upload_bytes)
+        header, binary = _split(raw, request.headers.get(HEADER_LENGTH))
+        if len(header) > settings.max_json_bytes:
+            raise PayloadTooLarge(f"JSON of {len(header):,} bytes exceeds the {settings.max_json_bytes:,}-byte limit")
+        parsed = await request.app.state.json_parser(header, partial(parse_infer_request, spec=spec, binary=binary))
         results = await service.run(served, parsed.images, [f"element {i}" for i in range(len(parsed.images))])
     meta = served.model.metadata
     names = {PROBABILITIES: meta.signature.output, OOD_SCORE: meta.ood.output if meta.ood else OOD_SCORE}
-    tensors = []
-    for ours in served.model.outputs:
-        # JSON has no NaN or infinity: a non-finite score is sent as the largest float32 (flagged).
-        stacked = np.nan_to_num(np.stack([r[ours] for r in results]), nan=_FLT_MAX, posinf=_FLT_MAX, neginf=-_FLT_MAX)
-        tensors.append(
-            V2Tensor(name=names[ours], datatype="FP32", shape=list(stacked.shape), data=stacked.ravel().tolist())
-        )
-    return V2InferResponse(model_name=task, model_version=str(meta.version), id=parsed.id, outputs=tensors)
+    outputs = {names[o]: np.stack([r[o] for r in results]) for o in served.model.outputs}
+    return infer_response(task, meta.version, parsed.id, outputs, parsed)
 
 
-# ------------------------------------------------------------------------------ request parsing
-@dataclass
-class ParsedInfer:
-    """An infer request reduced to what the pipeline needs."""
-
-    id: str | None
-    images: Images
-
-
-def parse_infer_request(raw: bytes, spec: ImageSpec) -> ParsedInfer:
-    """Validate the JSON body and convert its one input tensor; every fault is `InvalidRequest` (422).
-    Runs in the JSON parser process for large bodies, so all of the per-element work happens here."""
-    try:
-        body = V2InferRequest.model_validate_json(raw)
-    except ValidationError as error:
-        raise InvalidRequest(validation_message(error)) from error
-    tensor = body.inputs[0]
-    if tensor.datatype == "BYTES":
-        if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data) or not tensor.data:
-            raise InvalidRequest(
-                f"BYTES input shape must be [n] for n >= 1 images, got {tensor.shape} for {len(tensor.data)} elements"
-            )
-        return ParsedInfer(
-            body.id, Images(files=[b64_file(x, f"BYTES element {i}") for i, x in enumerate(tensor.data)])
-        )
-    if tensor.datatype == "UINT8":
-        return ParsedInfer(body.id, Images(pixels=uint8_pixels(tensor.data, tensor.shape, spec, "UINT8 data")))
-    raise InvalidRequest(f"input datatype must be BYTES (encoded images) or UINT8 (pixels), got {tensor.datatype}")
+def _split(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary data after it (binary tensor data extension)."""
+    if header_length is None:
+        return raw, b""
+    if not header_length.isdigit() or not 0 < int(header_length) <= len(raw):
+        raise InvalidRequest(f"Inference-Header-Content-Length {header_length!r} does not fit a {len(raw)}-byte body")
+    return raw[: int(header_length)], raw[int(header_length) :]

@@ -121,3 +121,15 @@ def test_the_guarded_server_still_speaks_plain_http(guarded: Live) -> None:
     with httpx.Client() as http:
         responses = [http.get(f"{guarded.url}/healthz") for _ in range(3)]  # one keep-alive connection
     assert [r.status_code for r in responses] == [200, 200, 200]
+
+
+def test_json_logs_are_one_object_per_line_including_tensorflows_own(real_model_dir: Path, tmp_path: Path) -> None:
+    log_path = tmp_path / "service.log"
+    env = {"APP_MODEL_DIR": str(real_model_dir), "APP_LOG_FORMAT": "json"}
+    with service(env, log_path=log_path) as live:
+        httpx.get(f"{live.url}/readyz", headers={"X-Request-ID": "probe-1"})
+        time.sleep(0.5)
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # fails on any line that is not JSON
+    assert any(r["name"] == "native" for r in records), "TensorFlow's C++ start-up lines were not captured"
+    assert any(r["request_id"] == "probe-1" and r["name"] == "uvicorn.access" for r in records)
