@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stress.process import free_port, service
+from stress.venvs import ensure
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -52,15 +53,6 @@ def _batch_stats(metrics_url: str, task: str) -> tuple[float, float]:
     return values["batch_size_sum"], values["batch_size_count"]
 
 
-def _bentoml_python(venv: Path) -> Path:
-    python = venv / "bin" / "python"
-    if not (venv / "bin" / "bentoml").exists():
-        print(f"creating {venv} with {' '.join(BENTOML_REQUIREMENTS)}", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *BENTOML_REQUIREMENTS], check=True)
-    return python
-
-
 def _version(python: Path | str, package: str) -> str:
     code = f"import importlib.metadata as m; print(m.version('{package}'))"
     result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
@@ -84,7 +76,6 @@ def main() -> None:
     parser.add_argument(
         "--service-env", nargs="*", default=[], help="extra KEY=VALUE settings for the service (tuning)"
     )
-    parser.add_argument("--bentoml-venv", type=Path, default=ROOT / "benchmarks" / ".venv-bentoml")
     parser.add_argument("--skip-peers", action="store_true", help="measure only the limit and the service")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per level, concurrency 1 and 8, no peers")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "benchmark")
@@ -165,7 +156,7 @@ def main() -> None:
                 )
 
         print("4/4 BentoML", file=sys.stderr)
-        bento_python = _bentoml_python(args.bentoml_venv)
+        bento_python = ensure("bentoml", BENTOML_REQUIREMENTS)
         report["versions"]["bentoml"] = _version(bento_python, "bentoml")
         port = free_port()
         command = [
