@@ -44,13 +44,18 @@ def _image(
     return buffer.getvalue()
 
 
-def image_folder(root: Path, classes: list[str], per_class: int, fmt: str = "JPEG", mode: str = "RGB") -> Path:
+def image_folder(
+    root: Path, classes: list[str], per_class: int, fmt: str = "JPEG", mode: str = "RGB", groups: int = 0
+) -> Path:
+    """`per_class` images per class folder, named `<class>.<i>`, or `<class>0<g>-<i>` in `groups` groups
+    (as the rps dataset names the frames of each rendered hand)."""
     rng = np.random.default_rng(0)
     suffix = ".jpg" if fmt == "JPEG" else ".png"
     for index, name in enumerate(classes):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            (root / name / f"{name}.{i}{suffix}").write_bytes(_image(rng, index, fmt, mode))
+            stem = f"{name}0{i % groups}-{i:03d}" if groups else f"{name}.{i}"
+            (root / name / f"{stem}{suffix}").write_bytes(_image(rng, index, fmt, mode))
     return root
 
 
@@ -152,13 +157,29 @@ def test_cats_vs_dogs_uses_validation_folder_as_test_split(tmp_path: Path) -> No
     assert meta["input"] == {"height": 160, "width": 160, "channels": 3, "resize": "bilinear"}
 
 
-def test_rps_reads_rgba_pngs_and_writes_the_next_version(tmp_path: Path) -> None:
+def test_rps_reads_rgba_pngs_holds_out_whole_hands_and_writes_the_next_version(tmp_path: Path) -> None:
     root = tmp_path / "rps"
-    image_folder(root / "train", rps.LABELS, per_class=8, fmt="PNG", mode="RGBA")
+    image_folder(root / "train", rps.LABELS, per_class=12, fmt="PNG", mode="RGBA", groups=4)
     image_folder(root / "test", rps.LABELS, per_class=2, fmt="PNG", mode="RGBA")
     (tmp_path / "m" / "rps" / "4").mkdir(parents=True)
     rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS])
-    check_export(tmp_path / "m" / "rps" / "5", "rps", rps.LABELS)
+    meta = check_export(tmp_path / "m" / "rps" / "5", "rps", rps.LABELS)
+    assert meta["dataset"]["validation_examples"] == 9  # one hand of 3 frames per class
+    assert meta["dataset"]["train_examples"] == 27
+
+
+def test_grouped_split_holds_out_whole_groups_per_class() -> None:
+    from training.common import grouped_split
+
+    groups = ["a1", "a1", "a2", "a2", "a3", "b1", "b1", "b2", "b2"]
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    rest, held = grouped_split(groups, y, per_class=1, seed=3)
+    held_groups = {groups[i] for i in held}
+    assert len(held_groups) == 2 and {g[0] for g in held_groups} == {"a", "b"}
+    assert not held_groups & {groups[i] for i in rest}  # no group on both sides
+    assert sorted([*rest, *held]) == list(range(len(y)))
+    with pytest.raises(Exception, match="leaves none to train on"):
+        grouped_split(["a", "a", "b"], np.array([0, 0, 1]), per_class=1, seed=0)
 
 
 def test_fashion_mnist_reads_idx_files_and_inverts_light_backgrounds(tmp_path: Path) -> None:

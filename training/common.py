@@ -178,6 +178,14 @@ def load_image_folder(root: Path, class_dirs: Sequence[str], spec: ImageSpec) ->
     Returns (images, labels, number of skipped files). Raises `DatasetError` for a missing root, a missing
     or empty class folder. Files that do not decode are skipped, logged and counted, never fatal.
     """
+    images, labels, skipped, _ = load_image_folder_with_paths(root, class_dirs, spec)
+    return images, labels, skipped
+
+
+def load_image_folder_with_paths(
+    root: Path, class_dirs: Sequence[str], spec: ImageSpec
+) -> tuple[np.ndarray, np.ndarray, int, list[Path]]:
+    """`load_image_folder`, with the path of each decoded image (for splits by group of files)."""
     if not root.is_dir():
         raise DatasetError(f"data directory {root} does not exist or is not a directory")
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -212,7 +220,7 @@ def load_image_folder(root: Path, class_dirs: Sequence[str], spec: ImageSpec) ->
             raise DatasetError(f"class folder {root / class_dir} holds no decodable image")
     log.info("loaded %d images from %s (%d corrupt files skipped)", len(keep), root, skipped)
     images = [image for image in decoded if image is not None]
-    return np.stack(images), y, skipped
+    return np.stack(images), y, skipped, [files[i] for i in keep]
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -227,6 +235,25 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     held_out = np.sort(np.concatenate(held))
     rest = np.setdiff1d(np.arange(len(y)), held_out)
     return rest, held_out
+
+
+def grouped_split(groups: Sequence[str], y: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, held_out): `per_class` whole groups of every class held out, chosen reproducibly for
+    `seed`. When the images of a group are near-duplicates (one rendered hand, one photo session), a
+    random split leaks them into validation, which then says nothing about unseen groups."""
+    rng = np.random.default_rng(seed)
+    groups_array = np.asarray(groups)
+    held: list[np.ndarray] = []
+    for label in np.unique(y):
+        names = sorted(set(groups_array[y == label]))
+        if len(names) <= per_class:
+            raise DatasetError(
+                f"class {label} has {len(names)} group(s); holding out {per_class} leaves none to train on"
+            )
+        for name in rng.choice(names, size=per_class, replace=False):
+            held.append(np.flatnonzero((groups_array == name) & (y == label)))
+    held_out = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(len(y)), held_out), held_out
 
 
 def carve_validation(

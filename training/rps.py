@@ -5,6 +5,11 @@ augmentation, 4 conv blocks (64/64/128/128) + Dropout 0.5 + Dense 512. The local
 28x28 RGBA, so the default `cnn` works at that native size; `tutorial` upsamples to 150x150 as its model
 requires. Transparency is composited on white by the shared `load_image`.
 
+The training images are renders of a few CGI hands per class (`rock01-*`, `rock02-*`, ...), 120 frames
+each, nearly alike; the official test set shows other hands. So validation holds out one whole hand per
+class: a random split would validate on frames of hands the model trains on, which makes early stopping,
+the calibration temperature and the out-of-distribution threshold all blind to unseen hands.
+
     python -m training.rps --data-dir ../shared/datasets/rps_28x28
 """
 
@@ -28,7 +33,7 @@ ARCHS = {
     "tutorial": ImageSpec(height=150, width=150, channels=3),
     "cnn": ImageSpec(height=28, width=28, channels=3),
 }
-VALIDATION_FRACTION = 0.15
+VALIDATION_HANDS = 1  # per class, of 7
 
 
 # -------------------------------------------------------------------------------------------------- data
@@ -40,15 +45,17 @@ def _roots(data_dir: Path | None) -> tuple[Path, Path]:
 
 def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
     train_root, test_root = _roots(args.data_dir)
-    x, y, skipped_train = common.load_image_folder(train_root, LABELS, spec)
+    x, y, skipped_train, paths = common.load_image_folder_with_paths(train_root, LABELS, spec)
     x_test, y_test, skipped_test = common.load_image_folder(test_root, LABELS, spec)
-    return common.carve_validation(
-        x,
-        y,
+    hands = [path.name.split("-")[0] for path in paths]  # "rock03-117.png" -> hand "rock03"
+    train, val = common.grouped_split(hands, y, per_class=VALIDATION_HANDS, seed=args.seed)
+    return common.Splits(
+        x[train],
+        y[train],
+        x[val],
+        y[val],
         x_test,
         y_test,
-        fraction=VALIDATION_FRACTION,
-        seed=args.seed,
         test_split="official rps test set (rps-test-set, 372 images)",
         skipped_files=skipped_train + skipped_test,
     )
