@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import uvicorn
 from PIL import Image
@@ -107,6 +108,11 @@ def test_page_works_from_the_keyboard_on_a_narrow_screen(browser, base_url: str)
     page.wait_for_selector("#task option", state="attached")
     page.focus("#task")
     page.keyboard.press("Tab")
+    if page.is_visible("#plots"):  # the model's plots come first, and open from the keyboard too
+        assert page.evaluate("document.activeElement.tagName") == "SUMMARY"
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.getElementById('plots').open") is True
+        page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "choose"
     # Record that Enter reaches the file input. Playwright's own file-chooser interception is flaky under
     # headless Chromium, so the native dialog is suppressed and the files are set directly afterwards.
@@ -120,4 +126,32 @@ def test_page_works_from_the_keyboard_on_a_narrow_screen(browser, base_url: str)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360, f"the page scrolls sideways on a narrow screen ({width}px)"
     page.screenshot(path=str(SCREENSHOTS / "web_narrow.png"), full_page=True)
+    page.close()
+
+
+def test_page_flags_an_image_unlike_the_training_data_and_shows_the_plots(browser, base_url: str) -> None:
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(base_url)
+    page.wait_for_selector("#task option", state="attached")
+    page.select_option("#task", "flowers")
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (160, 200, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    page.set_input_files("#files", files=[{"name": "noise.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
+    page.wait_for_selector(".card .bar")
+    warning = page.inner_text(".card .ood")
+    assert warning.startswith("This does not look like a daisy, dandelion, rose, sunflower or tulip")
+    assert page.eval_on_selector(".card", "card => card.classList.contains('flagged')")
+    assert page.query_selector_all(".card .bar"), "the bars are still shown, muted"
+    page.click("#plots summary")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#plot-list img')].some(i => i.alt.startsWith('Reliability') && i.naturalWidth > 0)"
+    )
+    captions = page.eval_on_selector_all("#plot-list figcaption", "nodes => nodes.map(n => n.textContent)")
+    assert {
+        "Training curves",
+        "Confusion matrix (test split)",
+        "Reliability diagram: confidence against accuracy",
+    } <= set(captions)
+    page.screenshot(path=str(SCREENSHOTS / "web_flagged.png"), full_page=True)
     page.close()
