@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # System packages for the end-to-end tests: Chromium (browser test), the Docker engine, Compose v2 and
-# debootstrap (container test). Idempotent. Needs root and apt; elsewhere it says so and the e2e tests
+# debootstrap (container test), HAProxy (replicas behind a load balancer). kubectl (kustomize, for the
+# Kubernetes manifests' test) comes with this machine image; elsewhere install Debian's kubernetes-client.
+# Idempotent. Needs root and apt; elsewhere it says so and the e2e tests
 # skip with a printed reason.
 set -uo pipefail
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -13,6 +15,7 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 [ -x /usr/bin/docker ] && command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v wrk >/dev/null || need+=(wrk)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   echo "system-deps: installing ${need[*]}"
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
