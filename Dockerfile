@@ -34,6 +34,15 @@ RUN --mount=type=secret,id=extra_ca,required=false \
     fi; \
     /opt/venv/bin/pip install --no-compile --no-deps /src; \
     rm -f /tmp/ca.pem
+# Shrink what serving never uses: TensorFlow's C++ headers (287 MB) and libclang (61 MB, for its build
+# tooling), pip itself, and the debug symbols of the shared libraries (205 MB of libtensorflow_cc alone;
+# the dynamic symbol table that loading needs stays). binutils for `strip`, in this stage only.
+RUN set -e; \
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils > /dev/null; \
+    site=/opt/venv/lib/python3.11/site-packages; \
+    rm -rf "$site/tensorflow/include" "$site/clang" "$site"/libclang-*.dist-info; \
+    /opt/venv/bin/python -m pip uninstall --yes --quiet pip; \
+    find "$site" -type f -name '*.so*' -exec sh -c 'strip --strip-unneeded "$1" 2>/dev/null || true' _ {} \;
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app

@@ -124,3 +124,18 @@ def test_compose_up_becomes_healthy_and_classifies(compose: tuple[list[str], dic
 
     mounts = json.loads(_run(DOCKER, "inspect", "--format", "{{json .Mounts}}", container).stdout)
     assert any(m["Destination"] == "/srv/models" and not m["RW"] for m in mounts), mounts
+    host = json.loads(_run(DOCKER, "inspect", "--format", "{{json .HostConfig}}", container).stdout)
+    assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"], host
+    assert "no-new-privileges:true" in host["SecurityOpt"], host["SecurityOpt"]
+    write = _run(DOCKER, "exec", container, "sh", "-c", "touch /srv/x 2>&1 || echo refused")
+    assert "refused" in write.stdout  # the root filesystem is read-only
+
+
+def test_the_gpu_profile_does_not_take_the_cpu_services_port() -> None:
+    if shutil.which(DOCKER) is None or _run(DOCKER, "compose", "version", timeout=30).returncode != 0:
+        pytest.skip("the Docker Compose v2 plugin is not installed (make system-deps installs it)")
+    rendered = _run(DOCKER, "compose", "--profile", "gpu", "config", "--format", "json", timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    services = json.loads(rendered.stdout)["services"]
+    published = [p["published"] for name in ("classifier", "classifier-gpu") for p in services[name]["ports"]]
+    assert len(published) == len(set(published)) == 2, published
