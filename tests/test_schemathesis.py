@@ -1,6 +1,6 @@
 """A bounded, seeded schemathesis run over every operation of the OpenAPI schema, against the app with the
 fake model: no 5xx, and every answer conforms to the schema (status codes, bodies, content types).
-`python -m stress.schema` runs the same checks unbounded against a live server."""
+`python -m stress.schema` runs the same checks, with many more cases, against a live service."""
 
 from __future__ import annotations
 
