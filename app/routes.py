@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 
 from app.errors import NotFound, NotReady, PayloadTooLarge
 from app.model import LoadedModel
@@ -18,18 +19,24 @@ router = APIRouter()
 F = TypeVar("F", bound=Callable[..., Any])
 Version = Annotated[int | None, Query(ge=1, description="a served version (default: the highest served)")]
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": Problem, "description": text}
-    for code, text in {
-        400: "corrupt or truncated image",
-        404: "unknown task",
-        408: "the request body did not arrive in time",
-        413: "upload too large (bytes, pixels, decode memory or number of files)",
-        415: "not an image type the service decodes",
-        422: "malformed request (no file, bad parameter)",
-        503: "model not ready, draining or overloaded (see Retry-After)",
-    }.items()
+_ERROR_TEXTS = {
+    400: "corrupt or truncated image",
+    404: "unknown task or version",
+    408: "the request body did not arrive in time",
+    413: "too large: body, image pixels, decode memory or number of images",
+    415: "not an image type (or content encoding) the service decodes",
+    422: "malformed request",
+    503: "model not ready, draining or overloaded (see Retry-After)",
 }
+
+
+def error_responses(body: type[BaseModel], *codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error codes a route answers (all by default), with their body model
+    (`Problem` here, the protocols' `{"error": ...}` under /v1 and /v2)."""
+    return {code: {"model": body, "description": _ERROR_TEXTS[code]} for code in codes or _ERROR_TEXTS}
+
+
+_ERRORS = error_responses(Problem)
 
 
 def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable[[F], F]:

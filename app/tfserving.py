@@ -27,24 +27,14 @@ from app.errors import InvalidRequest, NotFound
 from app.imaging import ImageSpec
 from app.model import OOD_SCORE, PROBABILITIES, LoadedModel
 from app.registry import State
+from app.routes import error_responses
 from app.schemas import V2Error
 from app.service import ModelService
 from app.tensors import Images, b64_file, nested_shape, uint8_pixels
 
 router = APIRouter(prefix="/v1/models", tags=["tensorflow-serving"])
 VersionPath = Annotated[int, Path(ge=1, description="a model version")]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": V2Error, "description": text}
-    for code, text in {
-        400: "corrupt or truncated image",
-        404: "unknown model or version",
-        408: "the request body did not arrive in time",
-        413: "body, image or decode too large",
-        415: "not an image type the service decodes",
-        422: "malformed request",
-        503: "not ready, draining or overloaded (see Retry-After)",
-    }.items()
-}
+ERRORS = error_responses(V2Error)
 _STATES = {State.READY: "AVAILABLE", State.LOADING: "LOADING", State.UNAVAILABLE: "END"}
 
 

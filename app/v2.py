@@ -25,24 +25,13 @@ from app.bodies import read_body
 from app.errors import InvalidRequest, NotReady, PayloadTooLarge
 from app.model import OOD_SCORE, PROBABILITIES
 from app.oip import HEADER_LENGTH, InferRequest, infer_response, parse_infer_request
-from app.routes import get_and_head
+from app.routes import error_responses, get_and_head
 from app.schemas import V2Error, V2InferResponse, V2ModelMetadata, V2ServerMetadata, V2TensorMetadata
 from app.service import ModelService
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": V2Error, "description": text}
-    for code, text in {
-        400: "corrupt or truncated image",
-        404: "unknown task",
-        408: "the request body did not arrive in time",
-        413: "body, image or decode too large",
-        415: "not an image type the service decodes",
-        422: "malformed request",
-        503: "not ready, draining or overloaded (see Retry-After)",
-    }.items()
-}
-MODEL_ERRORS: dict[int | str, dict[str, Any]] = {code: ERRORS[code] for code in (404, 503)}
+ERRORS = error_responses(V2Error)
+MODEL_ERRORS = error_responses(V2Error, 404, 503)
 # The request body is read and parsed by the route itself (off the event loop when large), so its schema is
 # declared here, self-contained (its definitions travel with it).
 INFER_REQUEST_SCHEMA = json.loads(
