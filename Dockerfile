@@ -35,14 +35,15 @@ RUN --mount=type=secret,id=extra_ca,required=false \
     /opt/venv/bin/pip install --no-compile --no-deps /src; \
     rm -f /tmp/ca.pem
 # Shrink what serving never uses: TensorFlow's C++ headers (287 MB) and libclang (61 MB, for its build
-# tooling), pip itself, and the debug symbols of the shared libraries (205 MB of libtensorflow_cc alone;
-# the dynamic symbol table that loading needs stays). binutils for `strip`, in this stage only.
+# tooling), pip itself, and the debug symbols of TensorFlow's two core libraries (205 MB of
+# libtensorflow_cc alone; the dynamic symbol table that loading needs stays). Only those two: the wheels
+# repaired by auditwheel (numpy's OpenBLAS, say) no longer load once stripped. binutils, in this stage only.
 RUN set -e; \
     apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils > /dev/null; \
     site=/opt/venv/lib/python3.11/site-packages; \
     rm -rf "$site/tensorflow/include" "$site/clang" "$site"/libclang-*.dist-info; \
     /opt/venv/bin/python -m pip uninstall --yes --quiet pip; \
-    find "$site" -type f -name '*.so*' -exec sh -c 'strip --strip-unneeded "$1" 2>/dev/null || true' _ {} \;
+    strip --strip-unneeded "$site/tensorflow/libtensorflow_cc.so.2" "$site/tensorflow/libtensorflow_framework.so.2"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
