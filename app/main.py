@@ -179,10 +179,12 @@ def _valid_request_id(value: str) -> bool:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, with the 422 it adds for validated parameters described as what this service
-    sends: `{"detail": reason}`, or `{"error": reason}` under /v2/ (see `_install_error_handlers`)."""
+    """FastAPI's schema, with the definitions of the request bodies that routes parse themselves, and the
+    422 it adds for validated parameters described as what this service sends: `{"detail": reason}`, or
+    `{"error": reason}` under /v1/ and /v2/ (see `_install_error_handlers`)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema["components"]["schemas"].update(v2.SCHEMAS)
         schema["components"]["schemas"].pop("HTTPValidationError", None)
         schema["components"]["schemas"].pop("ValidationError", None)
         for path, operations in schema["paths"].items():

@@ -12,7 +12,6 @@ Content-Type says, may be gzip- or deflate-compressed, and follows the binary te
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -33,10 +32,10 @@ router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 ERRORS = error_responses(V2Error)
 MODEL_ERRORS = error_responses(V2Error, 404, 503)
 # The request body is read and parsed by the route itself (off the event loop when large), so its schema is
-# declared here, self-contained (its definitions travel with it).
-INFER_REQUEST_SCHEMA = json.loads(
-    json.dumps(InferRequest.model_json_schema()).replace("#/components/schemas/", "#/$defs/")
-)
+# declared here, and its definitions join the document's components (`app.main` adds SCHEMAS).
+_REQUEST = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+SCHEMAS = {**_REQUEST.pop("$defs", {}), "InferRequest": _REQUEST}
+INFER_REQUEST_SCHEMA = {"$ref": "#/components/schemas/InferRequest"}
 
 
 def _service(request: Request) -> ModelService:

@@ -1,5 +1,5 @@
 """The full schemathesis run: every operation of the service's OpenAPI schema, `--max-examples` cases each
-(with the stateful and coverage phases schemathesis adds), every check but "schema-valid data must be
+(plus schemathesis' examples and stateful phases), every check but "schema-valid data must be
 accepted" (any bytes are a schema-valid `file`, and undecodable ones are 400/415 by design), against a live
 service on the committed models. Its summary line is the figure to report. The tests run a bounded, seeded
 version in-process (`tests/test_schemathesis.py`).
@@ -42,6 +42,10 @@ def main() -> None:
             "--workers",
             "2",
             "--continue-on-failure",
+            # Not the coverage phase: with Python 3.11.7 it crashes inside Hypothesis while describing a
+            # lambda ("AST constructor recursion depth mismatch"), a fault of the tools, not of the service.
+            "--phases",
+            "examples,fuzzing,stateful",
         ]
         result = subprocess.run(command, cwd=ROOT, check=False)
     sys.exit(result.returncode)
