@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     tf_inter_op_threads: int = Field(
         1, ge=0, description="TensorFlow inter-op threads (0: TensorFlow's choice; 1 measured fastest on 2 cores)"
     )
+    runtime: Literal["auto", "tensorflow", "openvino"] = Field(
+        "auto", description="what runs the models: the fastest that matches the SavedModel, or one of them"
+    )
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        "fp32", description="int8: the quantized models, where their recorded accuracy allows; bf16: explicit only"
+    )
     freeze_models: bool = Field(
         True, description="serve each signature frozen (batch norm folded; ~30% faster on CPU) when outputs agree"
     )

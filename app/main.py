@@ -9,7 +9,6 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from app import admin, logs, memory, routes, tfserving, v2
+from app import admin, logs, memory, routes, runtimes, tfserving, v2
 from app.admission import BodyBudget, InflightBodies, ShedLoad
 from app.bodies import JsonParser
 from app.config import Settings
@@ -31,7 +30,6 @@ from app.errors import ServiceError, Unavailable, status_code
 from app.metrics import Metrics
 from app.middleware import BodySizeLimit, BodyTimeout, CloseWhileDraining, RequestMetrics
 from app.model import ModelLoader
-from app.runtimes.tensorflow import load_saved_model
 from app.service import ModelService
 
 log = logging.getLogger(__name__)
@@ -50,7 +48,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
         if loader is None:  # real models: a real deployment (tests with fake models start it on demand)
             _configure_tensorflow(settings)
             app.state.json_parser.warm_up()
-        service = ModelService(settings, metrics, loader or partial(load_saved_model, freeze=settings.freeze_models))
+        service = ModelService(settings, metrics, loader or runtimes.loader(settings))
         app.state.service = service
         service.start()
         background = []

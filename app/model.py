@@ -34,8 +34,29 @@ class LoadedModel:
     metadata: ModelMetadata
     path: Path
     predict: Callable[[np.ndarray], Outputs]
-    handle: Any = None  # keeps the loaded SavedModel (and its variables) alive
+    handle: Any = None  # keeps what `predict` runs alive (the SavedModel, a compiled model)
     frozen: bool = False  # `predict` runs the frozen signature (see `app.runtimes.tensorflow`)
+    runtime: str = "tensorflow"  # what runs `predict` (see `app.runtimes`)
+    precision: str = "fp32"
+    runtime_note: str = ""  # why this runtime serves the model
+    ood_threshold_override: float | None = None  # the int8 model's own threshold (training.quantize)
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """Flag an image whose OOD score is above this (None: the model has no OOD score)."""
+        if self.metadata.ood is None:
+            return None
+        return self.ood_threshold_override if self.ood_threshold_override is not None else self.metadata.ood.threshold
+
+    def describe(self) -> dict[str, Any]:
+        """The runtime, as `GET /models/{task}` shows it."""
+        return {
+            "name": self.runtime,
+            "precision": self.precision,
+            "frozen": self.frozen,
+            "why": self.runtime_note,
+            "ood_threshold": self.ood_threshold,
+        }
 
     @property
     def spec(self) -> ImageSpec:

@@ -82,7 +82,7 @@ async def predict(
         outputs = await service.infer(served, images)
     meta = served.model.metadata
     k = min(top_k or len(meta.labels), len(meta.labels))
-    threshold = meta.ood.threshold if meta.ood else None
+    threshold = served.model.ood_threshold
     return PredictResponse(
         task=task,
         model_version=meta.version,
@@ -129,6 +129,7 @@ def _summary(model: LoadedModel) -> ModelSummary:
         plots={
             name: f"/models/{meta.task}/plots/{name}" for name, file in PLOTS.items() if (model.path / file).is_file()
         },
+        runtime=model.describe(),
         metadata=meta.model_dump(),
     )
 

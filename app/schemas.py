@@ -100,6 +100,7 @@ class ModelSummary(BaseModel):
     ood: dict[str, Any] | None = Field(description="out-of-distribution method, threshold and figures")
     subject: str | None = Field(description='what the model expects to see, e.g. "a cat or a dog"')
     plots: dict[str, str] = Field(description="plot name -> URL of the PNG (training curves, reliability, ...)")
+    runtime: dict[str, Any] = Field(description="what runs the model (tensorflow, openvino), its precision, and why")
     metadata: dict[str, Any]
 
 

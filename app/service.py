@@ -25,7 +25,6 @@ from app.metrics import Metrics
 from app.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, Outputs
 from app.registry import Registry, Served
 from app.repository import Repository
-from app.runtimes.tensorflow import load_saved_model
 from app.schemas import LabelConfidence, Prediction
 from app.tensors import Images
 
@@ -68,7 +67,7 @@ def postprocess(
 class ModelService:
     """The registry of served models (kept in step with the disk), their batchers and the pipeline."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, loader: ModelLoader = load_saved_model) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, loader: ModelLoader) -> None:
         self.settings = settings
         self.metrics = metrics
         self.decoder = Decoder(settings, metrics)

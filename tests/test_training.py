@@ -265,3 +265,27 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--backbone-weights",
     ):
         assert option in text
+
+
+def test_quantize_writes_an_int8_model_that_serves_and_records_its_accuracy(tmp_path: Path) -> None:
+    pytest.importorskip("nncf", reason="pip install nncf (the train extra)")
+    from app import runtimes
+    from app.config import Settings
+    from training import quantize
+
+    root = tmp_path / "rps"
+    image_folder(root / "train", rps.LABELS, per_class=12, fmt="PNG", mode="RGBA", groups=4)
+    image_folder(root / "test", rps.LABELS, per_class=4, fmt="PNG", mode="RGBA")
+    rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS])
+    quantize.main(["rps", "--data-dir", str(root), "--model-dir", str(tmp_path / "m"), "--calibration-images", "20"])
+    version_dir = tmp_path / "m" / "rps" / "1"
+    record = json.loads((version_dir / "metadata.json").read_text())["quantization"]["int8"]
+    assert (version_dir / "int8" / "model.xml").is_file() and (version_dir / "int8" / "model.bin").is_file()
+    assert 0 <= record["test_accuracy"] <= 1 and 0 <= record["fp32_test_accuracy"] <= 1
+    assert record["calibration_images"] == 20 and record["calibration_split"] == "training"
+    assert record["command"].startswith("python -m training.quantize rps")
+    model = runtimes.load(version_dir, settings=Settings(precision="int8"))
+    drop = record["fp32_test_accuracy"] - record["test_accuracy"]
+    assert model.precision == ("int8" if drop <= 0.005 else "fp32")
+    if model.precision == "int8":
+        assert model.ood_threshold == record["ood_threshold"]

@@ -1,0 +1,116 @@
+"""Full-integer (int8) quantization of an exported model version, for OpenVINO on CPUs with VNNI:
+
+    python -m training.quantize flowers --data-dir ../shared/datasets/flower_photos [--version N]
+
+NNCF's post-training quantization of the OpenVINO model read from the SavedModel, calibrated on
+`--calibration-images` training images (never the validation or test splits). The result is written
+beside the SavedModel (`<version>/int8/model.xml` and `.bin`), evaluated on the test split next to fp32,
+and recorded in `metadata.json` under `quantization.int8`: test accuracy of both, and the OOD threshold
+recomputed on the validation split (int8 moves the scores, so fp32's threshold would not keep 95%).
+The service serves it only with `APP_PRECISION=int8`, and only if the accuracy dropped by at most 0.5 points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.imaging import ImageSpec
+from app.model import OOD_SCORE, PROBABILITIES, read_metadata
+from app.runtimes.openvino import INT8_DIR, INT8_MODEL
+from app.runtimes.openvino import load as load_openvino
+from training import common
+from training.ood import threshold
+
+log = logging.getLogger("training")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m training.quantize", description=__doc__.split("\n\n")[0])
+    parser.add_argument("task", choices=["flowers", "cats_vs_dogs", "fashion_mnist", "rps"])
+    parser.add_argument("--data-dir", type=Path, default=None, help="the dataset, as for training")
+    parser.add_argument("--model-dir", type=Path, default=common.PROJECT_ROOT / "models")
+    parser.add_argument("--version", type=int, default=None, help="default: the highest")
+    parser.add_argument("--calibration-images", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=1337, help="must be the training run's: it makes the splits")
+    args = parser.parse_args(argv)
+    task_dir = args.model_dir / args.task
+    version = args.version or max(int(p.name) for p in task_dir.iterdir() if p.name.isdigit())
+    version_dir = task_dir / str(version)
+    record = quantize(version_dir, args)
+    record["command"] = f"python -m training.quantize {shlex.join(argv)}"
+    meta = json.loads((version_dir / "metadata.json").read_text())
+    meta.setdefault("quantization", {})["int8"] = record
+    (version_dir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    log.info(
+        "int8 test accuracy %.4f (fp32 %.4f); wrote %s",
+        record["test_accuracy"],
+        record["fp32_test_accuracy"],
+        version_dir / INT8_DIR,
+    )
+
+
+def quantize(version_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    import nncf
+    import openvino as ov
+
+    metadata = read_metadata(version_dir)
+    info = metadata.input
+    spec = ImageSpec(height=info.height, width=info.width, channels=info.channels, resize=info.resize)
+    task = importlib.import_module(f"training.{metadata.task}").TASK_SPEC
+    data_args = common.parse_args(
+        task, ["--seed", str(args.seed)] + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
+    )
+    data_args.arch = metadata.architecture
+    data = task.load_data(data_args, spec)
+    rng = np.random.default_rng(args.seed)
+    chosen = rng.permutation(len(data.x_train))[: args.calibration_images]
+    calibration = nncf.Dataset([data.x_train[i : i + 1] for i in chosen])
+
+    model = ov.convert_model(str(version_dir))
+    quantized = nncf.quantize(model, calibration, subset_size=len(chosen))
+    out = version_dir / INT8_DIR
+    out.mkdir(exist_ok=True)
+    ov.save_model(quantized, out / INT8_MODEL, compress_to_fp16=False)
+
+    int8 = load_openvino(version_dir, metadata, precision="int8", threads=0)
+    fp32 = load_openvino(version_dir, metadata, precision="fp32", threads=0)
+
+    def run(predict: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+        parts = [predict(x[i : i + 64]) for i in range(0, len(x), 64)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    test_int8, test_fp32 = run(int8.predict, data.x_test), run(fp32.predict, data.x_test)
+    record: dict[str, Any] = {
+        "method": "NNCF post-training quantization (OpenVINO IR, int8 weights and activations)",
+        "artifact": f"{INT8_DIR}/{INT8_MODEL}",
+        "calibration_images": len(chosen),
+        "calibration_split": "training",
+        "test_accuracy": round(float(np.mean(test_int8[PROBABILITIES].argmax(axis=1) == data.y_test)), 4),
+        "fp32_test_accuracy": round(float(np.mean(test_fp32[PROBABILITIES].argmax(axis=1) == data.y_test)), 4),
+        "same_predictions_as_fp32": round(
+            float(np.mean(test_int8[PROBABILITIES].argmax(axis=1) == test_fp32[PROBABILITIES].argmax(axis=1))), 4
+        ),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    if OOD_SCORE in test_int8:
+        cutoff = threshold(run(int8.predict, data.x_val)[OOD_SCORE])
+        record["ood_threshold"] = cutoff
+        record["ood_test_flagged"] = round(float(np.mean(test_int8[OOD_SCORE] > cutoff)), 4)
+    return record
+
+
+if __name__ == "__main__":
+    main()
