@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from app import admin, logs, memory, routes, runtimes, tfserving, v2
+from app import admin, logs, memory, routes, runtimes, service_version, tfserving, v2
 from app.admission import BodyBudget, InflightBodies, ShedLoad
 from app.bodies import JsonParser
 from app.config import Settings
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     # FastAPIOffline serves /docs and /redoc with their scripts from the package, not from a CDN.
     app = FastAPIOffline(
         title="Image classification service",
-        version="1.0.0",
+        version=service_version(),
         description='Classifies images with the TensorFlow models under models/. Errors: {"detail": reason}.',
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,

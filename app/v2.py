@@ -13,13 +13,12 @@ Content-Type says, may be gzip- or deflate-compressed, and follows the binary te
 from __future__ import annotations
 
 from functools import partial
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Path, Request, Response
 
+from app import DISTRIBUTION, service_version
 from app.bodies import read_body
 from app.errors import InvalidRequest, NotReady, PayloadTooLarge
 from app.model import OOD_SCORE, PROBABILITIES
@@ -46,12 +45,8 @@ def _service(request: Request) -> ModelService:
 @router.get("", response_model=V2ServerMetadata)
 async def server_metadata() -> V2ServerMetadata:
     """Server metadata: name, version and the protocol extensions served."""
-    try:
-        version = package_version("image-classifier-service")
-    except PackageNotFoundError:  # running from a checkout that was never installed
-        version = "unknown"
     return V2ServerMetadata(
-        name="image-classifier-service", version=version, extensions=["binary_tensor_data", "model_repository"]
+        name=DISTRIBUTION, version=service_version(), extensions=["binary_tensor_data", "model_repository"]
     )
 
 

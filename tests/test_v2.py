@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import importlib.metadata
 import json
 import zlib
 
@@ -97,6 +98,9 @@ def test_server_metadata_names_the_extensions(client) -> None:
     meta = client.get("/v2").json()
     assert meta["name"] == "image-classifier-service" and meta["version"]
     assert {"binary_tensor_data", "model_repository"} <= set(meta["extensions"])
+    # the installed package's version, also in the OpenAPI document (it said 1.0.0 after the package was 2.0.0)
+    assert meta["version"] == importlib.metadata.version("image-classifier-service")
+    assert client.get("/openapi.json").json()["info"]["version"] == meta["version"]
 
 
 def test_json_without_a_content_type_is_accepted(client) -> None:

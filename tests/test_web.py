@@ -31,6 +31,7 @@ ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
+REDOC_BADGE = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 pytestmark = pytest.mark.e2e
 
 
@@ -155,3 +156,37 @@ def test_page_flags_an_image_unlike_the_training_data_and_shows_the_plots(browse
     } <= set(captions)
     page.screenshot(path=str(SCREENSHOTS / "web_flagged.png"), full_page=True)
     page.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "operation", "expected"),
+    [("docs", ".opblock-summary-path", "/predict/{task}"), ("redoc", "[data-section-id^='operation']", "Predict")],
+)
+def test_api_docs_render_with_the_network_blocked(
+    browser, base_url: str, path: str, operation: str, expected: str
+) -> None:
+    """Swagger UI and ReDoc load every asset from the service itself: with all other hosts refused, the
+    page still lists the operations (scripts from a CDN would leave it blank, as before). The one request
+    allowed out is ReDoc's "API docs by Redocly" badge, hard-coded in its bundle, which hides itself when
+    the image cannot load."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1200, "height": 1000})
+    refused: list[str] = []
+
+    def only_the_service(route) -> None:
+        if route.request.url.startswith(base_url):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", only_the_service)
+    page = context.new_page()
+    page.goto(base_url + path)
+    page.wait_for_selector(operation, timeout=30_000)
+    text = page.inner_text("body")
+    assert expected in text
+    refused = [url for url in refused if url != REDOC_BADGE]
+    assert refused == [], f"the {path} page asked other hosts for {refused}"
+    page.screenshot(path=str(SCREENSHOTS / f"{path}-offline.png"))
+    context.close()
