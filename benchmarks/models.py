@@ -1,8 +1,10 @@
-"""Inference time of each served SavedModel on this machine: one image, and a batch of 32 (median of
-`--repeats` calls after a warm-up; uint8 input already decoded and resized).
+"""Inference time of each served model on this machine, per runtime: one image, and a batch of 32 (median
+of `--repeats` calls after a warm-up; uint8 input already decoded and resized), with each runtime's largest
+difference from the SavedModel on that random batch (relative, as `app.runtimes` checks it at load).
 
-    python -m benchmarks.models               # as served (frozen signatures)
-    python -m benchmarks.models --no-freeze   # the SavedModels as exported
+    python -m benchmarks.models                                  # TensorFlow (frozen, as served) and OpenVINO
+    python -m benchmarks.models --runtime tensorflow --no-freeze # the SavedModels as exported
+    python -m benchmarks.models --precision int8                 # also the int8 models, where quantized
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from app import runtimes
+from app.config import Settings
+from app.model import PROBABILITIES, LoadedModel, max_difference
 from app.repository import discover
-from app.runtimes.tensorflow import load_saved_model
 from benchmarks.timing import median_ms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,32 +29,60 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--runtime", nargs="+", default=["tensorflow", "openvino"], choices=["tensorflow", "openvino"])
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "int8"])
     parser.add_argument(
         "--freeze", action=argparse.BooleanOptionalAction, default=True, help="time the frozen signature, as served"
     )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    results = {}
+    results: dict[str, Any] = {}
     for task, path in discover(args.model_dir).items():
-        model = load_saved_model(path, freeze=args.freeze)
-        spec = model.spec
+        reference = runtimes.load(path, settings=Settings(runtime="tensorflow", freeze_models=args.freeze))
+        spec = reference.spec
         single = rng.integers(0, 255, (1, spec.height, spec.width, spec.channels), dtype=np.uint8)
         batch = rng.integers(0, 255, (32, spec.height, spec.width, spec.channels), dtype=np.uint8)
-        model.predict(single), model.predict(batch)  # warm up
-        one = median_ms(model.predict, single, repeats=args.repeats)
-        thirty_two = median_ms(model.predict, batch, repeats=args.repeats)
+        expected = reference.predict(batch)
+        timings: dict[str, Any] = {}
+        for runtime in args.runtime:
+            for precision in args.precision:
+                if runtime == "tensorflow" and precision != "fp32":
+                    continue
+                settings = Settings(runtime=runtime, precision=precision, freeze_models=args.freeze)
+                model = reference if runtime == "tensorflow" else runtimes.load(path, settings=settings)
+                if model.precision != precision:  # int8 refused (not quantized, or too inaccurate): logged
+                    continue
+                timings[f"{runtime}-{precision}"] = _time(model, single, batch, expected, args.repeats)
         results[task] = {
-            "version": model.metadata.version,
-            "frozen": model.frozen,
+            "version": reference.metadata.version,
             "input": f"{spec.height}x{spec.width}x{spec.channels}",
-            "single_image_ms": one,
-            "batch_32_ms": thirty_two,
-            "batch_32_images_per_s": round(32000 / thirty_two, 1),
             "saved_model_mb": round(
-                sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.suffix != ".png") / 1e6, 1
+                sum(f.stat().st_size for f in path.glob("*") if f.is_file() and f.suffix != ".png") / 1e6
+                + sum(f.stat().st_size for f in (path / "variables").glob("*")) / 1e6,
+                1,
             ),
+            "runtimes": timings,
         }
     print(json.dumps(results, indent=2))
+
+
+def _time(
+    model: LoadedModel, single: np.ndarray, batch: np.ndarray, expected: dict[str, np.ndarray], repeats: int
+) -> dict[str, Any]:
+    model.predict(single), model.predict(batch)  # warm up
+    one = median_ms(model.predict, single, repeats=repeats)
+    thirty_two = median_ms(model.predict, batch, repeats=repeats)
+    outputs = model.predict(batch)
+    return {
+        "frozen": model.frozen,
+        "single_image_ms": one,
+        "batch_32_ms": thirty_two,
+        "batch_32_ms_per_image": round(thirty_two / 32, 2),
+        "max_difference_vs_savedmodel": float(f"{max_difference(outputs, expected):.2g}"),
+        "same_best_class": bool(
+            np.array_equal(outputs[PROBABILITIES].argmax(axis=1), expected[PROBABILITIES].argmax(axis=1))
+        ),
+    }
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ Scenarios, each under continuous load from `--clients` clients:
   the retry of requests closed without an answer (`kill`), none does.
 - `publish`: a new model version published to the directory every replica polls: no failure, and every
   answer names a version that existed.
-- `throughput`: images per second through HAProxy with one replica, then with three.
+- `throughput`: images per second through HAProxy with one replica, then with three, and each
+  replica's resident memory after that load.
 
     python -m stress.cluster                       # every scenario, flowers, 3 replicas, 16 clients
 """
@@ -264,7 +265,10 @@ def throughput(env: dict[str, str], task: str, photo: bytes, clients: int, secon
                 time.sleep(2)  # warm-up, not counted
             with Load(cluster.url, task, photo, clients) as load:
                 time.sleep(seconds)
-            result[f"{replicas} replica(s)"] = load.report()
+            report = load.report()
+            # for the sizing rule: what one replica holds after serving under load (every model loaded)
+            report["replica_rss_mb"] = [round(live.rss_mb(), 1) for live in cluster.replicas.values()]
+            result[f"{replicas} replica(s)"] = report
     return result
 
 

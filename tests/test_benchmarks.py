@@ -46,3 +46,17 @@ def test_variants_refuse_a_malformed_setting() -> None:
     command = [sys.executable, "-m", "benchmarks.variants", "APP_FREEZE_MODELS"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "not space-separated KEY=VALUE" in result.stderr
+
+
+def test_model_benchmark_times_every_runtime_and_reports_parity(tmp_path: Path) -> None:
+    from tests.conftest import export_tiny_model
+
+    version_dir = export_tiny_model(tmp_path / "models", size=16)
+    command = [sys.executable, "-m", "benchmarks.models", "--model-dir", str(version_dir.parents[1]), "--repeats", "2"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (task,) = json.loads(result.stdout).values()
+    assert set(task["runtimes"]) == {"tensorflow-fp32", "openvino-fp32"}
+    for timing in task["runtimes"].values():
+        assert timing["single_image_ms"] > 0 and timing["batch_32_ms"] > 0
+        assert timing["max_difference_vs_savedmodel"] <= 1e-4 and timing["same_best_class"]
