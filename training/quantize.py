@@ -8,6 +8,7 @@ beside the SavedModel (`<version>/int8/model.xml` and `.bin`), evaluated on the 
 and recorded in `metadata.json` under `quantization.int8`: test accuracy of both, and the OOD threshold
 recomputed on the validation split (int8 moves the scores, so fp32's threshold would not keep 95%).
 The service serves it only with `APP_PRECISION=int8`, and only if the accuracy dropped by at most 0.5 points.
+NNCF sends Intel usage telemetry unless opted out: `.venv/bin/opt_in_out --opt_out` once per user.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def quantize(version_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     chosen = rng.permutation(len(data.x_train))[: args.calibration_images]
     calibration = nncf.Dataset([data.x_train[i : i + 1] for i in chosen])
 
-    model = ov.convert_model(str(version_dir))
+    model = ov.Core().read_model(str(version_dir))  # not ov.convert_model: no usage telemetry
     quantized = nncf.quantize(model, calibration, subset_size=len(chosen))
     out = version_dir / INT8_DIR
     out.mkdir(exist_ok=True)

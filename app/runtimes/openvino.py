@@ -39,7 +39,9 @@ def load(version_dir: Path, metadata: ModelMetadata, *, precision: str, threads:
                 )
             model = core.read_model(artifact)
         else:
-            model = ov.convert_model(str(version_dir))
+            # The core's TensorFlow front end reads the SavedModel: the same graph as `ov.convert_model`,
+            # without the converter's usage telemetry, which would phone home from every replica at load.
+            model = core.read_model(str(version_dir))
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",  # one stream: the batcher makes one call at a time, with all cores
