@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from app.model import PROBABILITIES, max_difference
 from app.repository import discover
+from app.runtimes import openvino
 from app.runtimes.tensorflow import load_saved_model
 from app.service import preprocess
 from tests.conftest import image_bytes, wait_ready
@@ -83,6 +85,10 @@ def test_the_model_served_matches_the_savedmodel(task: str, pattern: str) -> Non
     assert set(served) == set(exported) == set(frozen.outputs)
     for name in served:  # probabilities to 1e-5; OOD distances (in the tens) to the same relative precision
         np.testing.assert_allclose(served[name], exported[name], atol=1e-5, rtol=1e-5)
+    # OpenVINO (what APP_RUNTIME=auto chooses here) on the same real photos: within the load-time 1e-4, same class
+    compiled = openvino.load(path, frozen.metadata, precision="fp32", threads=0).predict(batch)
+    assert max_difference(compiled, exported) <= 1e-4
+    np.testing.assert_array_equal(compiled[PROBABILITIES].argmax(axis=1), exported[PROBABILITIES].argmax(axis=1))
 
 
 @pytest.mark.skipif(not DATASETS.is_dir(), reason=f"real photos not found at {DATASETS}")
