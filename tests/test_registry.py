@@ -73,7 +73,9 @@ def test_declared_ood_output_must_exist(tmp_path: Path) -> None:
 
 
 def test_frozen_signature_gives_the_savedmodel_probabilities(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_best_seconds", lambda frozen, saved_model, batches: (0.001, 0.001))  # a tie: frozen
+    monkeypatch.setattr(
+        registry, "best_seconds", lambda frozen, saved_model, batches, rounds: (0.001, 0.001)
+    )  # a tie: frozen
     path = tiny_model_dir(tmp_path)
     frozen, plain = load_saved_model(path), load_saved_model(path, freeze=False)
     assert frozen.frozen and not plain.frozen
@@ -94,7 +96,7 @@ def test_freezing_falls_back_to_the_savedmodel_when_outputs_differ(
 
 
 def test_a_frozen_signature_that_is_slower_is_not_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_best_seconds", lambda frozen, saved_model, batches: (0.002, 0.001))
+    monkeypatch.setattr(registry, "best_seconds", lambda frozen, saved_model, batches, rounds: (0.002, 0.001))
     model = load_saved_model(tiny_model_dir(tmp_path))
     assert not model.frozen
     assert model.predict(np.zeros((1, 8, 8, 3), np.uint8))[PROBABILITIES].shape == (1, 2)

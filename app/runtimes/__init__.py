@@ -16,8 +16,6 @@ Which runtime serves each model, and why, is logged and shown by `GET /models/{t
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings
-from app.model import PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, Outputs, max_difference, probe_batch
+from app.model import PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, max_difference, probe_batch
 from app.runtimes import openvino, tensorflow
+from app.runtimes.timing import best_seconds
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-4
@@ -66,7 +65,7 @@ def load(version_dir: Path, *, settings: Settings) -> LoadedModel:
         return _chosen(candidate, "APP_RUNTIME=openvino")
     spec = reference.spec
     batches = [probe_batch(reference.metadata)[:1], np.zeros((16, spec.height, spec.width, spec.channels), np.uint8)]
-    theirs, ours = _best_seconds(candidate.predict, reference.predict, batches)
+    theirs, ours = best_seconds(candidate.predict, reference.predict, batches, rounds=5)
     timing = f"{theirs * 1000:.1f} ms vs TensorFlow's {ours * 1000:.1f} ms for 1 + 16 images"
     if theirs < ours:
         return _chosen(candidate, f"fastest that matches the SavedModel: {timing}")
@@ -110,19 +109,3 @@ def _check_parity(candidate: LoadedModel, reference: LoadedModel) -> None:
             f"{candidate.runtime} differs from the SavedModel on the probe batch by {difference:.2g} (relative)"
             + ("" if same_class else ", with another best class")
         )
-
-
-def _best_seconds(
-    first: Callable[[np.ndarray], Outputs], second: Callable[[np.ndarray], Outputs], batches: Sequence[np.ndarray]
-) -> tuple[float, float]:
-    """The fastest of 5 alternating rounds of each over `batches`, after an untimed round: a busy spell
-    on a shared machine slows both alike instead of deciding."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for round_ in range(6):
-        for predict, spent in zip((first, second), times, strict=True):
-            started = time.perf_counter()
-            for batch in batches:
-                predict(batch)
-            if round_:
-                spent.append(time.perf_counter() - started)
-    return min(times[0]), min(times[1])

@@ -8,8 +8,7 @@ that is faster and gives the same outputs.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from app.model import (
     probe_batch,
     read_metadata,
 )
+from app.runtimes.timing import best_seconds
 from app.schemas import ModelMetadata
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _freeze(
         log.warning("%s: serving the SavedModel unfrozen (frozen outputs differ by %.2g)", version_dir, difference)
         return None
     # Timed on one image and on the probe batch: some small models run a single image slower when frozen.
-    frozen_s, reference_s = _best_seconds(predict, reference, [probe[:1], probe])
+    frozen_s, reference_s = best_seconds(predict, reference, [probe[:1], probe], rounds=7)
     if frozen_s > reference_s:
         log.info(
             "%s: serving the SavedModel unfrozen (frozen %.2f ms vs %.2f ms for 1 + 3 probe images)",
@@ -117,25 +117,6 @@ def _freeze(
         )
         return None
     return predict
-
-
-def _best_seconds(
-    first: Callable[[np.ndarray], Outputs],
-    second: Callable[[np.ndarray], Outputs],
-    batches: Sequence[np.ndarray],
-) -> tuple[float, float]:
-    """The fastest of 7 timed rounds of each over `batches` (one call per batch), after an untimed round.
-    The two alternate and the minimum is kept, so a busy spell on a shared machine slows both alike
-    instead of deciding."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for round_ in range(8):
-        for predict, spent in zip((first, second), times, strict=True):
-            started = time.perf_counter()
-            for batch in batches:
-                predict(batch)
-            if round_:  # the first round warms up each shape
-                spent.append(time.perf_counter() - started)
-    return min(times[0]), min(times[1])
 
 
 def _check_signature(function: Any, metadata: ModelMetadata, version_dir: Path) -> None:
