@@ -25,21 +25,21 @@ def clusters() -> dict[str, np.ndarray]:
     return {"train": train, "labels": labels, "val": val, "far": far}
 
 
-def _logits(features: np.ndarray) -> np.ndarray:
-    return features[:, :3]
+def _outputs(features: np.ndarray, logits: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    return {"features": features, "logits": features[:, :3] if logits is None else logits}
 
 
 @pytest.mark.parametrize("method", ["mahalanobis", "knn"])
 def test_feature_methods_separate_far_points(clusters, method: str) -> None:
-    detector = ood.fit(method, clusters["train"], clusters["labels"], temperature=1.0, seed=0)
-    val = detector.score_array(clusters["val"], _logits(clusters["val"]))
-    far = detector.score_array(clusters["far"], _logits(clusters["far"]))
+    detector = ood.fit(method, _outputs(clusters["train"]), clusters["labels"], temperature=1.0, seed=0)
+    val = detector.score_array(_outputs(clusters["val"]))
+    far = detector.score_array(_outputs(clusters["far"]))
     figures = ood.evaluate(val, far, ood.threshold(val))
     assert figures["auroc"] > 0.99 and figures["flagged"] > 0.95 and figures["fpr_at_95_tpr"] < 0.05
 
 
 def test_mahalanobis_graph_equals_the_textbook_formula(clusters) -> None:
-    detector = ood.fit("mahalanobis", clusters["train"], clusters["labels"], temperature=1.0, seed=0)
+    detector = ood.fit("mahalanobis", _outputs(clusters["train"]), clusters["labels"], temperature=1.0, seed=0)
     from sklearn.covariance import LedoitWolf
 
     means = np.stack([clusters["train"][clusters["labels"] == c].mean(axis=0) for c in range(3)])
@@ -47,15 +47,46 @@ def test_mahalanobis_graph_equals_the_textbook_formula(clusters) -> None:
     precision = np.linalg.inv(LedoitWolf(assume_centered=True).fit(centred).covariance_)
     points = clusters["far"][:5]
     expected = np.min([np.einsum("nd,de,ne->n", points - m, precision, points - m) for m in means], axis=0)
-    np.testing.assert_allclose(detector.score_array(points, _logits(points)), expected, rtol=1e-3)
+    np.testing.assert_allclose(detector.score_array(_outputs(points)), expected, rtol=1e-3)
 
 
 def test_logit_methods_score_flat_logits_as_less_familiar() -> None:
     confident, flat = np.array([[8.0, 0.0, 0.0]]), np.array([[0.1, 0.0, 0.0]])
     features = np.zeros((1, 4))
     for method in ("msp", "energy"):
-        detector = ood.fit(method, features, np.zeros(1, int), temperature=1.5, seed=0)
-        assert detector.score_array(flat, flat)[0] > detector.score_array(confident, confident)[0]
+        detector = ood.fit(method, _outputs(features, confident), np.zeros(1, int), temperature=1.5, seed=0)
+        assert detector.score_array(_outputs(flat, flat))[0] > detector.score_array(_outputs(confident, confident))[0]
+
+
+def _with_block(features: np.ndarray, block: np.ndarray) -> dict[str, np.ndarray]:
+    return {**_outputs(features), "block1": block}
+
+
+@pytest.mark.parametrize("method", ["feature_ensemble", "knn_ensemble"])
+def test_ensembles_catch_what_only_a_block_sees(clusters, method: str) -> None:
+    """Images whose penultimate features look in-distribution but whose low-level statistics do not
+    (noise shown to a small CNN) are flagged by an ensemble and missed by the features alone."""
+    rng = np.random.default_rng(2)
+    block = {split: rng.normal(0, 1, (len(clusters[split]), 8)) for split in ("train", "val")}
+    train = _with_block(clusters["train"], block["train"])
+    val = _with_block(clusters["val"], block["val"])
+    odd = _with_block(clusters["val"], rng.normal(0, 1, (len(clusters["val"]), 8)) + 6)  # same features
+    assert ood.available(train) == ood.METHODS and "knn_ensemble" not in ood.available(_outputs(clusters["train"]))
+    ensemble = ood.fit(method, train, clusters["labels"], temperature=1.0, seed=0, validation=val)
+    alone = ood.fit(ood.ENSEMBLES[method], train, clusters["labels"], temperature=1.0, seed=0)
+    for detector, separates in ((ensemble, True), (alone, False)):
+        inside = detector.score_array(val)
+        figures = ood.evaluate(inside, detector.score_array(odd), ood.threshold(inside))
+        assert (figures["auroc"] > 0.99 and figures["flagged"] > 0.95) is separates
+    # Each part is standardized on validation: the parts' sum has mean 0 there.
+    assert abs(float(np.mean(ensemble.score_array(val)))) < 1e-3
+
+
+def test_ensembles_need_blocks_and_validation(clusters) -> None:
+    with pytest.raises(ValueError, match="block"):
+        ood.fit("knn_ensemble", _outputs(clusters["train"]), clusters["labels"], temperature=1, seed=0, validation={})
+    with pytest.raises(ValueError, match="validation"):
+        ood.fit("knn_ensemble", _outputs(clusters["train"]), clusters["labels"], temperature=1, seed=0)
 
 
 def test_threshold_keeps_95_percent_of_validation_images() -> None:

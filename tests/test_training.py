@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from training import cats_vs_dogs, fashion_mnist, flowers, rps
+from training.ood import METHODS
 
 REQUIRED = {
     "task",
@@ -98,8 +99,9 @@ def check_export(version_dir: Path, task: str, labels: list[str]) -> dict:
     assert calibration["temperature"] > 0
     assert {"ece_before", "ece_after", "nll_before", "nll_after", "bins"} <= set(calibration["test"])
     ood = meta["ood"]
-    assert ood["method"] in ("msp", "energy", "mahalanobis", "knn") and ood["output"] == "ood_score"
-    assert ood["in_distribution_kept"] == 0.95 and set(ood["candidates"]) == {"msp", "energy", "mahalanobis", "knn"}
+    assert ood["method"] in ood["candidates"] and ood["output"] == "ood_score"
+    assert ood["in_distribution_kept"] == 0.95 and {"msp", "energy", "mahalanobis", "knn"} <= set(ood["candidates"])
+    assert set(ood["candidates"]) <= set(METHODS)
     assert {"noise", "flat_colours", "gradients", "patterns", "text"} <= set(ood["evaluation"])
     for figures in ood["evaluation"].values():
         assert {"auroc", "flagged", "fpr_at_95_tpr", "examples"} <= set(figures)
@@ -186,12 +188,14 @@ def test_fashion_mnist_reads_idx_files_and_inverts_light_backgrounds(tmp_path: P
     import tensorflow as tf
 
     data = idx_files(tmp_path / "fashion")
-    fashion_mnist.main(
-        ["--data-dir", str(data), "--arch", "tutorial", "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS]
-    )
+    fashion_mnist.main(["--data-dir", str(data), "--epochs", "2", "--output-dir", str(tmp_path / "m"), *OOD_ARGS])
     version_dir = tmp_path / "m" / "fashion_mnist" / "1"
     meta = check_export(version_dir, "fashion_mnist", fashion_mnist.LABELS)
     assert meta["metrics"]["test_examples"] == 40 and meta["input"]["auto_invert"] is True
+    # The cnn names its blocks: the ensembles that read their statistics are candidates too.
+    assert {"feature_ensemble", "knn_ensemble"} <= set(meta["ood"]["candidates"])
+    assert "block1 (32 channels), block2 (64 channels)" in meta["ood"]["features"]
+    assert meta["training"]["epochs"] == 2  # the cosine schedule runs every epoch
     serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     garment = np.zeros((1, 28, 28, 1), np.uint8)
     garment[:, 6:22, 8:20] = 200  # light garment on dark background, as in the dataset

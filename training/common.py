@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -323,8 +324,13 @@ def fit(
     learning_rate: float = 1e-3,
     initial_epoch: int = 0,
     label_smoothing: float = 0.0,
+    schedule: str = "plateau",
 ) -> dict[str, list[float]]:
-    """Compile and fit with early stopping on validation loss, keeping the best weights; returns history."""
+    """Compile and fit, keeping the weights of the epoch with the best validation loss; returns history.
+
+    `schedule`: "plateau" stops after `patience` epochs without improvement and cuts the learning rate
+    on the way; "cosine" decays it to zero over all `epochs` (Loshchilov & Hutter 2017) and runs them all,
+    since the low-rate tail is where it gains."""
     import keras
     import tensorflow as tf
 
@@ -333,12 +339,24 @@ def fit(
         classes = model.output_shape[-1]
         train, val = (d.map(lambda x, y: (x, tf.one_hot(y, classes))) for d in (train, val))
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-        # Smaller steps once validation stalls; patience below early stopping's so it gets a chance.
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, patience // 2), min_lr=1e-6),
-    ]
+    rate: Any = learning_rate
+    if schedule == "cosine":
+        steps = int(train.cardinality())
+        if steps < 1:
+            raise TrainingError("a cosine schedule needs a training dataset of known length")
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=epochs, restore_best_weights=True)]
+    elif schedule == "plateau":
+        callbacks = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+            # Smaller steps once validation stalls; patience below early stopping's so it gets a chance.
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.3, patience=max(1, patience // 2), min_lr=1e-6
+            ),
+        ]
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}: plateau or cosine")
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
     history = model.fit(
         train,
         validation_data=val,
@@ -352,26 +370,32 @@ def fit(
 
 # ------------------------------------------------------------------------------------------------ export
 def heads(model: Any) -> Any:
-    """The trained model's `features` and `logits` layers as one Keras model (shares its weights)."""
+    """The trained model's `features` and `logits` layers, and its blocks (layers named `block1`,
+    `block2`, ...) if it names any, as one Keras model with a dict output (shares its weights)."""
     import keras
 
     try:
-        outputs = [model.get_layer("features").output, model.get_layer("logits").output]
+        outputs = {name: model.get_layer(name).output for name in ("features", "logits")}
     except ValueError as error:
         raise TrainingError(f"model {model.name} must name a 'features' and a 'logits' layer ({error})") from error
+    outputs.update({layer.name: layer.output for layer in model.layers if re.fullmatch(r"block\d+", layer.name)})
     return keras.Model(model.inputs, outputs, name=f"{model.name}_heads")
 
 
-def forward_fn(head_model: Any, *, auto_invert: bool) -> Callable[[Any], tuple[Any, Any]]:
-    """uint8 images -> float32 (features, logits): what the exported graph computes before calibration."""
+def forward_fn(head_model: Any, *, auto_invert: bool) -> Callable[[Any], dict[str, Any]]:
+    """uint8 images -> float32 `features`, `logits` and, per block, each channel's spatial mean and
+    standard deviation `[n, 2 * channels]`: what the exported graph computes before calibration."""
     import tensorflow as tf
 
-    def forward(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def forward(images: tf.Tensor) -> dict[str, tf.Tensor]:
         x = tf.cast(images, tf.float32)
         if auto_invert:
             x = _invert_light_background(x)
-        features, logits = head_model(x, training=False)
-        return tf.cast(features, tf.float32), tf.cast(logits, tf.float32)
+        outputs = {name: tf.cast(value, tf.float32) for name, value in head_model(x, training=False).items()}
+        for name in [n for n in outputs if n.startswith("block")]:
+            mean, variance = tf.nn.moments(outputs[name], axes=[1, 2])
+            outputs[name] = tf.concat([mean, tf.sqrt(tf.maximum(variance, 0.0))], axis=1)
+        return outputs
 
     return forward
 
@@ -394,10 +418,10 @@ def export(
     forward = forward_fn(head_model, auto_invert=auto_invert)
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        features, logits = forward(images)
-        outputs = {"probabilities": tf.nn.softmax(logits / temperature, axis=1)}
+        computed = forward(images)
+        outputs = {"probabilities": tf.nn.softmax(computed["logits"] / temperature, axis=1)}
         if detector is not None:
-            outputs["ood_score"] = tf.cast(detector.score(features, logits), tf.float32)
+            outputs["ood_score"] = tf.cast(detector.score(computed), tf.float32)
         return outputs
 
     archive = keras.export.ExportArchive()
@@ -459,8 +483,6 @@ def predict_in_batches(function: Callable[..., Any], x: np.ndarray, batch_size: 
     parts: list[dict[str, np.ndarray]] = []
     for i in range(0, len(x), batch_size):
         outputs = function(images=tf.constant(x[i : i + batch_size]))
-        if isinstance(outputs, tuple):
-            outputs = dict(zip(("features", "logits"), outputs, strict=True))
         parts.append({name: value.numpy() for name, value in outputs.items()})
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
@@ -623,7 +645,7 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
             "output": "ood_score",
             "threshold": cutoff,
             "in_distribution_kept": OOD_KEEP,
-            "features": f"{head_model.outputs[0].shape[-1]}-dimensional penultimate layer 'features'",
+            "features": _feature_description(measured["train"]),
             "test_flagged": round(float(np.mean(test_scores > cutoff)), 4),
             "evaluation": {name: ood_evaluate(test_scores, scores, cutoff) for name, scores in served_ood.items()},
             "sets": ood_fit.description,
@@ -657,6 +679,14 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
 
 
 # --------------------------------------------------------------------------------- out-of-distribution
+def _feature_description(outputs: dict[str, np.ndarray]) -> str:
+    text = f"{outputs['features'].shape[-1]}-dimensional penultimate layer 'features'"
+    blocks = [f"{name} ({outputs[name].shape[-1] // 2} channels)" for name in outputs if name.startswith("block")]
+    if blocks:
+        text += "; channel means and standard deviations of " + ", ".join(blocks)
+    return text
+
+
 @dataclass
 class _Candidate:
     detector: Detector
@@ -705,11 +735,21 @@ def _fit_ood(
         for half, chosen in (("selection", selection_sets), ("report", report_sets))
     }
     candidates: dict[str, _Candidate] = {}
-    for method in ood.METHODS:
-        detector = ood.fit(method, measured["train"]["features"], data.y_train, temperature=temperature, seed=args.seed)
+    methods = ood.available(measured["train"])
+    if args.ood_method not in ("auto", *methods):
+        raise TrainingError(f"--ood-method {args.ood_method} needs a model with blocks; this one offers {methods}")
+    for method in methods:
+        detector = ood.fit(
+            method,
+            measured["train"],
+            data.y_train,
+            temperature=temperature,
+            seed=args.seed,
+            validation=measured["validation"],
+        )
 
         def scores(o: dict[str, np.ndarray], d: Detector = detector) -> np.ndarray:
-            return d.score_array(o["features"], o["logits"])
+            return d.score_array(o)
 
         val_scores, test_scores = scores(measured["validation"]), scores(measured["test"])
         cutoff = ood.threshold(val_scores)
@@ -751,7 +791,7 @@ def _check_served(
     from training.calibration import softmax
 
     difference = float(np.abs(served["probabilities"] - softmax(measured["logits"], temperature)).max())
-    expected = detector.score_array(measured["features"], measured["logits"])
+    expected = detector.score_array(measured)
     ood_difference = float(np.abs(served["ood_score"] - expected).max() / max(1.0, float(np.abs(expected).max())))
     if difference > 1e-4 or ood_difference > 1e-4:
         raise TrainingError(

@@ -1,7 +1,8 @@
 """Out-of-distribution ("not this task") scores, fitted after training and built into the exported graph.
 
-Every candidate is post-hoc: it needs the trained model's penultimate features and logits, nothing more.
-Higher scores mean "less like the training images".
+Every candidate is post-hoc: it needs the trained model's outputs (`features`, `logits`, and for networks
+that name their convolution blocks `block1`, `block2`, ..., each block's channel statistics), nothing
+more. Higher scores mean "less like the training images".
 
 - `msp`: minus the maximum softmax probability (Hendrycks & Gimpel 2017), with the calibrated temperature.
 - `energy`: minus the log-sum-exp of the logits (Liu et al. 2020, "Energy-based OOD detection", T = 1).
@@ -12,6 +13,13 @@ Higher scores mean "less like the training images".
   2022, "Out-of-distribution detection with deep nearest neighbors"), on a seeded subsample of at most
   `KNN_BANK` training images, with k = `KNN_K` fixed beforehand. The bank is stored in float16 (cosine
   similarities move by ~1e-3), so that it adds 2.6 MB to a 1280-feature model instead of 10 MB.
+- `feature_ensemble` (models with blocks): Lee et al.'s feature ensemble: Mahalanobis on every block's
+  channel statistics and on the features, each standardized by its mean and deviation on the
+  in-distribution validation split, summed with equal weights (the paper weighs them by a regression on
+  OOD samples, which would fit on the sets we measure with). The block statistics are each channel's
+  spatial mean and standard deviation: the low-level texture that a small network's penultimate layer
+  discards (a 28x28 garment CNN maps noise and photos close to garments there; its first block does not).
+- `knn_ensemble` (models with blocks): the same, with `knn` on the features in place of `mahalanobis`.
 
 Scores are computed by the same TensorFlow code when measuring (eagerly, on arrays) and when serving
 (traced into the SavedModel), so the figures recorded in metadata.json are those of the exported graph.
@@ -26,31 +34,48 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("msp", "energy", "mahalanobis", "knn")
+METHODS = ("msp", "energy", "mahalanobis", "knn", "feature_ensemble", "knn_ensemble")
+ENSEMBLES = {"feature_ensemble": "mahalanobis", "knn_ensemble": "knn"}  # -> the method on `features`
 KEEP = 0.95  # fraction of in-distribution validation images below the threshold
 KNN_BANK = 1024
 KNN_K = 10
+FEATURES = "features"
+
+
+def block_names(outputs: Mapping[str, Any]) -> list[str]:
+    """The block-statistics outputs of a model (`block1`, `block2`, ...), in order."""
+    return sorted((name for name in outputs if name.startswith("block")), key=lambda name: int(name[5:]))
 
 
 @dataclass
 class Detector:
-    """A fitted scorer: `method`, its numeric constants (kept in the graph) and scalar parameters."""
+    """A fitted scorer: `method`, its numeric constants (kept in the graph), the output it reads
+    (`layer`) and, for ensembles, its standardized `parts`."""
 
     method: str
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     temperature: float = 1.0
     k: int = KNN_K
+    layer: str = FEATURES
+    parts: list[Detector] = field(default_factory=list)
 
-    def score(self, features: Any, logits: Any) -> Any:
-        """Scores `[n]` (a tf.Tensor) for features `[n, d]` and logits `[n, classes]`, eager or traced."""
+    def score(self, outputs: Mapping[str, Any]) -> Any:
+        """Scores `[n]` (a tf.Tensor) from the model's outputs (`features` `[n, d]`, `logits`
+        `[n, classes]`, block statistics), eager or traced."""
         import tensorflow as tf
 
-        features = tf.cast(features, tf.float32)
-        logits = tf.cast(logits, tf.float32)
+        if self.parts:
+            standardized = [
+                (part.score(outputs) - self.constants["offsets"][i]) / self.constants["scales"][i]
+                for i, part in enumerate(self.parts)
+            ]
+            return tf.add_n(standardized)
+        logits = tf.cast(outputs["logits"], tf.float32)
         if self.method == "msp":
             return -tf.reduce_max(tf.nn.softmax(logits / self.temperature, axis=1), axis=1)
         if self.method == "energy":
             return -tf.reduce_logsumexp(logits, axis=1)
+        features = tf.cast(outputs[self.layer], tf.float32)
         if self.method == "mahalanobis":
             whitened = tf.matmul(features, tf.constant(self.constants["whiten"]))
             means = tf.constant(self.constants["means"])  # [classes, d], already whitened
@@ -64,22 +89,54 @@ class Detector:
             return 1.0 - kth
         raise ValueError(f"unknown OOD method {self.method!r}; choose from {METHODS}")
 
-    def score_array(self, features: np.ndarray, logits: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    def score_array(self, outputs: Mapping[str, np.ndarray], batch_size: int = 512) -> np.ndarray:
         """`score` over arrays in batches (the knn and mahalanobis products grow with the batch)."""
+        count = len(outputs["logits"])
         parts = [
-            np.asarray(self.score(features[i : i + batch_size], logits[i : i + batch_size]))
-            for i in range(0, len(features), batch_size)
+            np.asarray(self.score({name: value[i : i + batch_size] for name, value in outputs.items()}))
+            for i in range(0, count, batch_size)
         ]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def constant_bytes(self) -> int:
-        return sum(int(c.nbytes) for c in self.constants.values())
+        own = sum(int(c.nbytes) for c in self.constants.values())
+        return own + sum(part.constant_bytes() for part in self.parts)
 
 
-def fit(method: str, features: np.ndarray, labels: np.ndarray, *, temperature: float, seed: int) -> Detector:
-    """Fit `method` on the training split's features and labels."""
+def available(outputs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The methods a model with these outputs can use: the ensembles need block statistics."""
+    return METHODS if block_names(outputs) else tuple(m for m in METHODS if m not in ENSEMBLES)
+
+
+def fit(
+    method: str,
+    train: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    *,
+    temperature: float,
+    seed: int,
+    validation: Mapping[str, np.ndarray] | None = None,
+    layer: str = FEATURES,
+) -> Detector:
+    """Fit `method` on the training split's outputs and labels (ensembles also standardize their parts
+    on the in-distribution `validation` outputs)."""
     if method in ("msp", "energy"):
         return Detector(method, temperature=temperature)
+    if method in ENSEMBLES:
+        if validation is None:
+            raise ValueError(f"{method} standardizes its parts on the validation split; pass validation=")
+        parts = [fit(ENSEMBLES[method], train, labels, temperature=temperature, seed=seed)]
+        parts += [
+            fit("mahalanobis", train, labels, temperature=temperature, seed=seed, layer=name)
+            for name in block_names(train)
+        ]
+        if len(parts) == 1:
+            raise ValueError(f"{method} needs block statistics (layers named block1, block2, ...)")
+        scores = [part.score_array(validation) for part in parts]
+        offsets = np.array([s.mean() for s in scores], np.float32)
+        scales = np.array([max(float(s.std()), 1e-6) for s in scores], np.float32)
+        return Detector(method, {"offsets": offsets, "scales": scales}, temperature, parts=parts)
+    features = train[layer]
     if method == "mahalanobis":
         from sklearn.covariance import LedoitWolf
 
@@ -90,15 +147,14 @@ def fit(method: str, features: np.ndarray, labels: np.ndarray, *, temperature: f
         covariance = LedoitWolf(assume_centered=True).fit(centred).covariance_
         # (f - m)^T P (f - m) = |(f - m) L|^2 with P = L L^T: a whitening matmul at serving time.
         whiten = np.linalg.cholesky(np.linalg.inv(covariance))
-        return Detector(
-            method, {"whiten": whiten.astype(np.float32), "means": (means @ whiten).astype(np.float32)}, temperature
-        )
+        constants = {"whiten": whiten.astype(np.float32), "means": (means @ whiten).astype(np.float32)}
+        return Detector(method, constants, temperature, layer=layer)
     if method == "knn":
         rng = np.random.default_rng(seed)
         chosen = rng.permutation(len(features))[:KNN_BANK]
         bank = features[chosen].astype(np.float64)
         bank /= np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
-        return Detector(method, {"bank": bank.astype(np.float16)}, temperature, k=min(KNN_K, len(chosen)))
+        return Detector(method, {"bank": bank.astype(np.float16)}, temperature, k=min(KNN_K, len(chosen)), layer=layer)
     raise ValueError(f"unknown OOD method {method!r}; choose from {METHODS}")
 
 
