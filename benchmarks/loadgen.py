@@ -1,5 +1,7 @@
 """A closed-loop HTTP/1.1 load generator: `concurrency` clients, each on its own keep-alive connection,
-sending pre-encoded multipart requests back to back for `duration_s` seconds after a warm-up.
+sending pre-encoded requests back to back for `duration_s` seconds after a warm-up: multipart uploads
+(`--body multipart`, the field named by `--field`) or the v1 JSON protocol of TF Serving and KServe with
+base64 image bytes (`--body v1-b64`: `{"instances": [{"b64": ...}]}`).
 
 Written on asyncio + uvloop with raw sockets (no HTTP client library): per request it only writes
 pre-built bytes and parses a status line and Content-Length, so it costs far less CPU than the server
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
@@ -33,6 +36,15 @@ def multipart_request(host: str, port: int, path: str, field: str, name: str, da
     )
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+def v1_b64_request(host: str, port: int, path: str, data: bytes) -> bytes:
+    body = json.dumps({"instances": [{"b64": base64.b64encode(data).decode()}]}).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     ).encode()
     return head + body
@@ -108,13 +120,22 @@ def summarize(samples: list[tuple[float, int]], seconds: float) -> dict[str, obj
 
 
 async def run(
-    url: str, field: str, photos: list[Path], concurrency: int, duration_s: float, warmup_s: float
+    url: str,
+    field: str,
+    photos: list[Path],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    body: str = "multipart",
 ) -> dict[str, object]:
     rest = url.split("://", 1)[1]
     hostport, _, path = rest.partition("/")
     host, _, port_text = hostport.partition(":")
     port = int(port_text or 80)
-    requests = [multipart_request(host, port, "/" + path, field, p.name, p.read_bytes()) for p in photos]
+    if body == "v1-b64":
+        requests = [v1_b64_request(host, port, "/" + path, p.read_bytes()) for p in photos]
+    else:
+        requests = [multipart_request(host, port, "/" + path, field, p.name, p.read_bytes()) for p in photos]
     start = time.perf_counter() + warmup_s
     end = start + duration_s
     samples: list[tuple[float, int]] = []
@@ -130,7 +151,8 @@ async def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--field", default="file")
+    parser.add_argument("--field", default="file", help="multipart field of the image")
+    parser.add_argument("--body", choices=("multipart", "v1-b64"), default="multipart")
     parser.add_argument("--photos", type=Path, nargs="+", required=True)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration-s", type=float, default=15)
@@ -139,7 +161,9 @@ def main() -> None:
     uvloop.install()
     print(
         json.dumps(
-            asyncio.run(run(args.url, args.field, args.photos, args.concurrency, args.duration_s, args.warmup_s))
+            asyncio.run(
+                run(args.url, args.field, args.photos, args.concurrency, args.duration_s, args.warmup_s, args.body)
+            )
         )
     )
 

@@ -1,6 +1,9 @@
-"""Throughput and latency of the service against the in-process limit, the naive baseline and BentoML.
+"""Throughput and latency of the service against the in-process limit, the naive baseline and the peers:
+BentoML, KServe's Python ModelServer and Ray Serve, each serving the same SavedModel as its documentation
+recommends for batching on CPU, each in a virtualenv of its own that this command creates.
 
-    python -m benchmarks.serving                    # full run (~5 minutes), writes out/benchmark/
+    python -m benchmarks.serving                    # full run (~10 minutes), writes out/benchmark/
+    python -m benchmarks.serving --peers kserve ray # only some peers
     python -m benchmarks.serving --quick            # smoke run (CI): short, no peer
 
 Every server runs as its own process on loopback, one at a time, loaded by `benchmarks.loadgen`
@@ -17,8 +20,9 @@ import re
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,55 @@ from stress.venvs import ensure
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-BENTOML_REQUIREMENTS = ["bentoml==1.4.38", "tensorflow-cpu==2.21.0", "pillow==13.0.0"]
+MODEL_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "pillow==13.0.0"]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer server: its virtualenv, how it starts on a port, and where and how it is loaded."""
+
+    requirements: list[str]
+    package: str  # whose version the report records
+    command: Callable[[Path, int], list[str]]  # (its python, port) -> command line
+    path: str
+    ready_path: str
+    body: str = "multipart"
+    field: str = "file"
+
+
+PEERS = {
+    "bentoml": Peer(
+        ["bentoml==1.4.38", *MODEL_REQUIREMENTS],
+        "bentoml",
+        lambda py, port: [
+            str(py),
+            "-m",
+            "bentoml",
+            "serve",
+            "benchmarks.bento_service:FlowersClassifier",
+            "--port",
+            str(port),
+        ],
+        "/classify",
+        "/readyz",
+        field="images",
+    ),
+    "kserve": Peer(
+        ["kserve==0.21.0", *MODEL_REQUIREMENTS],
+        "kserve",
+        lambda py, port: [str(py), "-m", "benchmarks.kserve_service", "--http_port", str(port)],
+        "/v1/models/flowers:predict",
+        "/v1/models/flowers",
+        body="v1-b64",
+    ),
+    "ray": Peer(
+        ["ray[serve]==2.60.0", "python-multipart==0.0.34", *MODEL_REQUIREMENTS],
+        "ray",
+        lambda py, port: [str(py), "-m", "benchmarks.ray_service"],
+        "/",
+        "/",
+    ),
+}
 
 
 @contextmanager
@@ -37,8 +89,11 @@ def _server(command: list[str], env: dict[str, str], port: int, ready_path: str)
         yield {"start_to_ready_s": live.start_to_ready_s, "rss_mb": live.rss_mb()}
 
 
-def _load(url: str, field: str, photos: list[Path], concurrency: int, duration_s: float) -> dict[str, Any]:
-    command = [PYTHON, "-m", "benchmarks.loadgen", "--url", url, "--field", field, "--concurrency", str(concurrency)]
+def _load(
+    url: str, field: str, photos: list[Path], concurrency: int, duration_s: float, body: str = "multipart"
+) -> dict[str, Any]:
+    command = [PYTHON, "-m", "benchmarks.loadgen", "--url", url, "--field", field, "--body", body]
+    command += ["--concurrency", str(concurrency)]
     command += ["--duration-s", str(duration_s), "--photos", *map(str, photos)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     return dict(json.loads(result.stdout))
@@ -77,6 +132,9 @@ def main() -> None:
         "--service-env", nargs="*", default=[], help="extra KEY=VALUE settings for the service (tuning)"
     )
     parser.add_argument("--skip-peers", action="store_true", help="measure only the limit and the service")
+    parser.add_argument(
+        "--peers", nargs="+", choices=["naive", *PEERS], default=["naive", *PEERS], help="peers to measure"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per level, concurrency 1 and 8, no peers")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "benchmark")
     args = parser.parse_args()
@@ -143,10 +201,11 @@ def main() -> None:
             print(f"   c={concurrency}: {result['images_per_s']} img/s, p99 {result['p99_ms']} ms", file=sys.stderr)
         report["service"] = levels
 
-    if not args.skip_peers:
+    peers = [] if args.skip_peers else args.peers
+    naive_env = {"BENCH_MODEL_DIR": str(version_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if "naive" in peers:
         print("3/4 naive baseline", file=sys.stderr)
         port = free_port()
-        naive_env = {"BENCH_MODEL_DIR": str(version_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
         command = [PYTHON, "-m", "uvicorn", "benchmarks.naive_app:app", "--port", str(port), "--log-level", "warning"]
         with _server(command, naive_env, port, "/docs") as info:
             report["naive"] = {"start": info}
@@ -154,26 +213,17 @@ def main() -> None:
                 report["naive"][str(concurrency)] = _load(
                     f"http://127.0.0.1:{port}/predict/flowers", "file", photos, concurrency, args.duration_s
                 )
-
-        print("4/4 BentoML", file=sys.stderr)
-        bento_python = ensure("bentoml", BENTOML_REQUIREMENTS)
-        report["versions"]["bentoml"] = _version(bento_python, "bentoml")
+    for name in (p for p in peers if p in PEERS):
+        print(f"4/4 {name}", file=sys.stderr)
+        peer = PEERS[name]
+        python = ensure(name, peer.requirements)
+        report["versions"][peer.package] = _version(python, peer.package)
         port = free_port()
-        command = [
-            str(bento_python),
-            "-m",
-            "bentoml",
-            "serve",
-            "benchmarks.bento_service:FlowersClassifier",
-            "--port",
-            str(port),
-        ]
-        with _server(command, naive_env, port, "/readyz") as info:
-            report["bentoml"] = {"start": info}
+        with _server(peer.command(python, port), {**naive_env, "BENCH_PORT": str(port)}, port, peer.ready_path) as info:
+            report[name] = {"start": info}
             for concurrency in (1, 32):
-                report["bentoml"][str(concurrency)] = _load(
-                    f"http://127.0.0.1:{port}/classify", "images", photos, concurrency, args.duration_s
-                )
+                url = f"http://127.0.0.1:{port}{peer.path}"
+                report[name][str(concurrency)] = _load(url, peer.field, photos, concurrency, args.duration_s, peer.body)
 
     report["ratios"] = _ratios(report)
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -187,7 +237,7 @@ def _ratios(report: dict[str, Any]) -> dict[str, Any]:
     ratios: dict[str, Any] = {}
     if "32" in service:
         ratios["service_c32_vs_limit"] = round(service["32"]["images_per_s"] / limit["images_per_s"], 2)
-        for peer in ("naive", "bentoml"):
+        for peer in ("naive", *PEERS):
             if peer in report and report[peer]["32"]["images_per_s"]:
                 ratios[f"service_c32_vs_{peer}"] = round(
                     service["32"]["images_per_s"] / report[peer]["32"]["images_per_s"], 2
@@ -215,7 +265,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [("service", c, r) for c, r in report["service"].items()]
-    for peer in ("naive", "bentoml"):
+    for peer in ("naive", *PEERS):
         rows += [(peer, c, r) for c, r in report.get(peer, {}).items() if c != "start"]
     for name, concurrency, r in rows:
         lines.append(

@@ -1,13 +1,19 @@
-"""A short smoke run proves the benchmark command still works (the full run is not a CI test)."""
+"""A short smoke run proves the benchmark command still works (the full run, with the peers, is not a CI
+test); the load generator's request encodings are answered by the service."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from benchmarks import loadgen
+from tests.conftest import image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "datasets" / "flower_photos"
@@ -60,3 +66,18 @@ def test_model_benchmark_times_every_runtime_and_reports_parity(tmp_path: Path) 
     for timing in task["runtimes"].values():
         assert timing["single_image_ms"] > 0 and timing["batch_32_ms"] > 0
         assert timing["max_difference_vs_savedmodel"] <= 1e-4 and timing["same_best_class"]
+
+
+@pytest.mark.parametrize(("body", "path"), [("multipart", "/predict/shades"), ("v1-b64", "/v1/models/shades:predict")])
+def test_load_generator_bodies_are_answered_by_the_service(
+    live_server: Callable[..., tuple[str, int]], tmp_path: Path, body: str, path: str
+) -> None:
+    """The load generator's two request encodings (multipart for the service, BentoML and Ray Serve; the v1
+    JSON of TF Serving and KServe) are well-formed: the service answers every request with 200."""
+    host, port = live_server()
+    photos = []
+    for i, colour in enumerate(("red", "navy")):
+        photos.append(tmp_path / f"{i}.png")
+        photos[-1].write_bytes(image_bytes(color=colour))
+    result = asyncio.run(loadgen.run(f"http://{host}:{port}{path}", "file", photos, 2, 1.0, 0.2, body))
+    assert result["answered_200"] == result["requests"] and int(str(result["requests"])) > 0
