@@ -5,6 +5,7 @@ difference from the SavedModel on that random batch (relative, as `app.runtimes`
     python -m benchmarks.models                                  # TensorFlow (frozen, as served) and OpenVINO
     python -m benchmarks.models --runtime tensorflow --no-freeze # the SavedModels as exported
     python -m benchmarks.models --precision int8                 # also the int8 models, where quantized
+    python -m benchmarks.models --runtime tensorflow openvino litert  # and LiteRT, which the service does not use
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--runtime", nargs="+", default=["tensorflow", "openvino"], choices=["tensorflow", "openvino"])
+    parser.add_argument(
+        "--runtime", nargs="+", default=["tensorflow", "openvino"], choices=["tensorflow", "openvino", "litert"]
+    )
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "int8"])
     parser.add_argument(
         "--freeze", action=argparse.BooleanOptionalAction, default=True, help="time the frozen signature, as served"
@@ -46,7 +49,10 @@ def main() -> None:
         timings: dict[str, Any] = {}
         for runtime in args.runtime:
             for precision in args.precision:
-                if runtime == "tensorflow" and precision != "fp32":
+                if runtime in ("tensorflow", "litert") and precision != "fp32":
+                    continue
+                if runtime == "litert":
+                    timings["litert-fp32"] = _time_litert(path, single, batch, expected, args.repeats)
                     continue
                 settings = Settings(runtime=runtime, precision=precision, freeze_models=args.freeze)
                 model = reference if runtime == "tensorflow" else runtimes.load(path, settings=settings)
@@ -66,18 +72,31 @@ def main() -> None:
     print(json.dumps(results, indent=2))
 
 
+def _time_litert(
+    path: Path, single: np.ndarray, batch: np.ndarray, expected: dict[str, np.ndarray], repeats: int
+) -> dict[str, Any]:
+    from benchmarks import litert
+
+    timings, outputs, size_mb = litert.measure(path, single, batch, repeats)
+    return {"tflite_mb": size_mb, **_figures(timings["single"], timings["batch"], outputs, expected)}
+
+
 def _time(
     model: LoadedModel, single: np.ndarray, batch: np.ndarray, expected: dict[str, np.ndarray], repeats: int
 ) -> dict[str, Any]:
     model.predict(single), model.predict(batch)  # warm up
     one = median_ms(model.predict, single, repeats=repeats)
     thirty_two = median_ms(model.predict, batch, repeats=repeats)
-    outputs = model.predict(batch)
+    return {"frozen": model.frozen, **_figures(one, thirty_two, model.predict(batch), expected)}
+
+
+def _figures(
+    single_ms: float, batch_ms: float, outputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+) -> dict[str, Any]:
     return {
-        "frozen": model.frozen,
-        "single_image_ms": one,
-        "batch_32_ms": thirty_two,
-        "batch_32_ms_per_image": round(thirty_two / 32, 2),
+        "single_image_ms": round(single_ms, 2),
+        "batch_32_ms": round(batch_ms, 2),
+        "batch_32_ms_per_image": round(batch_ms / 32, 2),
         "max_difference_vs_savedmodel": float(f"{max_difference(outputs, expected):.2g}"),
         "same_best_class": bool(
             np.array_equal(outputs[PROBABILITIES].argmax(axis=1), expected[PROBABILITIES].argmax(axis=1))
