@@ -55,7 +55,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     if not status_line:
         raise ConnectionError("connection closed")
     status = int(status_line.split()[1])
-    length, close = 0, False
+    length, close, chunked = 0, False, False
     while (line := await reader.readline()) not in (b"\r\n", b""):
         key, _, value = line.decode("latin-1").partition(":")
         key = key.strip().lower()
@@ -63,7 +63,14 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
             length = int(value)
         elif key == "connection" and value.strip().lower() == "close":
             close = True
-    if length:
+        elif key == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True  # Ray Serve's proxy streams its answers
+    if chunked:
+        while size := int((await reader.readline()).split(b";")[0], 16):
+            await reader.readexactly(size + 2)  # the chunk and its CRLF
+        while await reader.readline() not in (b"\r\n", b""):  # trailers, then the blank line
+            pass
+    elif length:
         await reader.readexactly(length)
     return status, close
 
