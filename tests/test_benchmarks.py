@@ -82,3 +82,30 @@ def test_load_generator_bodies_are_answered_by_the_service(
         photos[-1].write_bytes(image_bytes(color=colour))
     result = asyncio.run(loadgen.run(f"http://{host}:{port}{path}", "file", photos, 2, 1.0, 0.2, body))
     assert result["answered_200"] == result["requests"] and int(str(result["requests"])) > 0
+
+
+def test_load_generator_reads_chunked_answers(tmp_path: Path) -> None:
+    """Ray Serve's proxy streams its answers (Transfer-Encoding: chunked): every one is read to its end, so the
+    next answer on the same keep-alive connection parses."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (head := await reader.readuntil(b"\r\n\r\n")) and head:
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b'7\r\n{"a": 1\r\n1;ext=1\r\n}\r\n0\r\nTrailer: x\r\n\r\n'
+            )
+            await writer.drain()
+
+    async def run() -> dict[str, object]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        photo = tmp_path / "a.png"
+        photo.write_bytes(image_bytes())
+        async with server:
+            return await loadgen.run(f"http://127.0.0.1:{port}/", "file", [photo], 2, 0.5, 0.1)
+
+    result = asyncio.run(run())
+    assert result["answered_200"] == result["requests"] and result["errors_other_than_503"] == 0
+    assert int(str(result["requests"])) > 10
