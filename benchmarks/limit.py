@@ -1,5 +1,6 @@
-"""The in-process limit: decode + resize (the service's `load_image`) and the SavedModel called directly,
-no HTTP, no batcher. Prints JSON: the single-image time and images/s per batch size."""
+"""The in-process limit: decode + resize (the service's `load_image`) and the model called directly, no HTTP,
+no batcher, loaded by the runtime the service would choose (`--runtime auto`, as `APP_RUNTIME`; `tensorflow`
+for the SavedModel itself). Prints JSON: the runtime, the single-image time and images/s per batch size."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from app import runtimes
+from app.config import Settings
 from app.repository import discover
-from app.runtimes.tensorflow import load_saved_model
 from app.service import preprocess
 
 
@@ -23,9 +25,10 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, nargs="+", required=True)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runtime", choices=["auto", "tensorflow", "openvino"], default="auto")
     args = parser.parse_args()
 
-    model = load_saved_model(discover(args.model_dir)[args.task])
+    model = runtimes.load(discover(args.model_dir)[args.task], settings=Settings(runtime=args.runtime))
     spec = model.spec
     files = [p.read_bytes() for p in args.photos]
     model.predict(np.stack([preprocess(f, spec, 10**9) for f in files[:8]]))  # warm up
@@ -56,6 +59,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "runtime": model.describe(),
                 "single_image_ms": round(statistics.median(singles) * 1000, 2),
                 "decode_ms": round(statistics.median(decode) * 1000, 2),
                 "images_per_s_by_batch": throughput,

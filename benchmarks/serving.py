@@ -258,7 +258,8 @@ def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Serving benchmark: {report['task']} ({report['model']}), {report['machine']['cores']} cores",
         "",
-        f"In-process limit (decode + resize + SavedModel, no HTTP): **{limit['images_per_s']} images/s** at batch "
+        f"In-process limit (decode + resize + {limit.get('runtime', {}).get('name', 'SavedModel')} as the service "
+        f"chooses it, no HTTP): **{limit['images_per_s']} images/s** at batch "
         f"{limit['best_batch_size']}; single image {limit['single_image_ms']} ms (decode {limit['decode_ms']} ms).",
         "",
         "| server | concurrency | images/s | p50 ms | p95 ms | p99 ms | errors (non-503) | 503s | mean batch |",
