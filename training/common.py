@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import shlex
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import numpy as np
 from app.errors import ClientError
 from app.imaging import ImageSpec, load_image
 from training.ood import KEEP as OOD_KEEP
-from training.ood import METHODS, Detector
+from training.ood import METHODS, Detector, block_names, is_block
 from training.ood import evaluate as ood_evaluate
 from training.ood import threshold as ood_threshold
 
@@ -378,7 +377,7 @@ def heads(model: Any) -> Any:
         outputs = {name: model.get_layer(name).output for name in ("features", "logits")}
     except ValueError as error:
         raise TrainingError(f"model {model.name} must name a 'features' and a 'logits' layer ({error})") from error
-    outputs.update({layer.name: layer.output for layer in model.layers if re.fullmatch(r"block\d+", layer.name)})
+    outputs.update({layer.name: layer.output for layer in model.layers if is_block(layer.name)})
     return keras.Model(model.inputs, outputs, name=f"{model.name}_heads")
 
 
@@ -392,7 +391,7 @@ def forward_fn(head_model: Any, *, auto_invert: bool) -> Callable[[Any], dict[st
         if auto_invert:
             x = _invert_light_background(x)
         outputs = {name: tf.cast(value, tf.float32) for name, value in head_model(x, training=False).items()}
-        for name in [n for n in outputs if n.startswith("block")]:
+        for name in block_names(outputs):
             mean, variance = tf.nn.moments(outputs[name], axes=[1, 2])
             outputs[name] = tf.concat([mean, tf.sqrt(tf.maximum(variance, 0.0))], axis=1)
         return outputs
@@ -681,7 +680,7 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
 # --------------------------------------------------------------------------------- out-of-distribution
 def _feature_description(outputs: dict[str, np.ndarray]) -> str:
     text = f"{outputs['features'].shape[-1]}-dimensional penultimate layer 'features'"
-    blocks = [f"{name} ({outputs[name].shape[-1] // 2} channels)" for name in outputs if name.startswith("block")]
+    blocks = [f"{name} ({outputs[name].shape[-1] // 2} channels)" for name in block_names(outputs)]
     if blocks:
         text += "; channel means and standard deviations of " + ", ".join(blocks)
     return text

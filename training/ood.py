@@ -28,7 +28,8 @@ The threshold is the score that keeps `KEEP` of the validation images: set from 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +43,14 @@ KNN_K = 10
 FEATURES = "features"
 
 
-def block_names(outputs: Mapping[str, Any]) -> list[str]:
-    """The block-statistics outputs of a model (`block1`, `block2`, ...), in order."""
-    return sorted((name for name in outputs if name.startswith("block")), key=lambda name: int(name[5:]))
+def is_block(name: str) -> bool:
+    """Whether a layer (and the output it gives) is a named block: `block1`, `block2`, ..."""
+    return re.fullmatch(r"block\d+", name) is not None
+
+
+def block_names(outputs: Iterable[str]) -> list[str]:
+    """The block-statistics outputs among `outputs` (names, or a mapping keyed by them), in order."""
+    return sorted(filter(is_block, outputs), key=lambda name: int(name[5:]))
 
 
 @dataclass
