@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import kserve
 import numpy as np
 from PIL import Image
 
-MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", "models/flowers/2"))
+from benchmarks.peer_model import PeerModel
 
 
 class Classifier(kserve.Model):  # type: ignore[misc]
@@ -31,29 +28,19 @@ class Classifier(kserve.Model):  # type: ignore[misc]
         self.load()
 
     def load(self) -> bool:
-        import tensorflow as tf
-
-        self.meta = json.loads((MODEL_DIR / "metadata.json").read_text())
-        self.size = (self.meta["input"]["width"], self.meta["input"]["height"])
-        self.serve = tf.saved_model.load(str(MODEL_DIR)).signatures["serving_default"]
-        self.tf = tf
+        self.model = PeerModel()
         self.ready = True
         return self.ready
 
     def preprocess(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> np.ndarray:
-        images = []
-        for instance in payload["instances"]:
-            data = base64.b64decode(instance["b64"])
-            image = Image.open(io.BytesIO(data)).convert("RGB").resize(self.size, Image.Resampling.BILINEAR)
-            images.append(np.asarray(image))
-        return np.stack(images)
+        images = [Image.open(io.BytesIO(base64.b64decode(instance["b64"]))) for instance in payload["instances"]]
+        return np.stack([self.model.pixels(image) for image in images])
 
-    def predict(self, batch: np.ndarray, headers: dict[str, str] | None = None) -> np.ndarray:
-        return self.serve(images=self.tf.constant(batch, dtype=self.tf.uint8))["probabilities"].numpy()
+    def predict(self, batch: np.ndarray, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        return self.model.classify(batch)
 
-    def postprocess(self, scores: np.ndarray, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        labels = self.meta["labels"]
-        return {"predictions": [{"label": labels[int(s.argmax())], "confidence": float(s.max())} for s in scores]}
+    def postprocess(self, answers: list[dict[str, Any]], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        return {"predictions": answers}
 
 
 if __name__ == "__main__":

@@ -10,12 +10,10 @@ GET / answers once the deployment is up (the benchmark's readiness check).
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,25 +21,19 @@ from PIL import Image
 from ray import serve
 from starlette.requests import Request
 
-MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", "models/flowers/2"))
+from benchmarks.peer_model import PeerModel
+
 MAX_BATCH_SIZE = 32
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=2 * MAX_BATCH_SIZE)
 class Classifier:
     def __init__(self) -> None:
-        import tensorflow as tf
-
-        self.meta = json.loads((MODEL_DIR / "metadata.json").read_text())
-        self.size = (self.meta["input"]["width"], self.meta["input"]["height"])
-        self.serve = tf.saved_model.load(str(MODEL_DIR)).signatures["serving_default"]
-        self.tf = tf
+        self.model = PeerModel()
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.01)
     async def classify(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
-        scores = self.serve(images=self.tf.constant(np.stack(images), dtype=self.tf.uint8))["probabilities"].numpy()
-        labels = self.meta["labels"]
-        return [{"label": labels[int(s.argmax())], "confidence": float(s.max())} for s in scores]
+        return self.model.classify(np.stack(images))
 
     async def __call__(self, request: Request) -> Any:
         if request.method == "GET":
@@ -49,8 +41,7 @@ class Classifier:
         form = await request.form()
         upload = form["file"]
         data = await upload.read()  # type: ignore[union-attr]
-        image = Image.open(io.BytesIO(data)).convert("RGB").resize(self.size, Image.Resampling.BILINEAR)
-        return await self.classify(np.asarray(image))
+        return await self.classify(self.model.pixels(Image.open(io.BytesIO(data))))
 
 
 app = Classifier.bind()  # type: ignore[attr-defined]
