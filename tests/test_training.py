@@ -133,6 +133,10 @@ def test_flowers_trains_exports_and_counts_corrupt_files(tmp_path: Path) -> None
             str(data),
             "--epochs",
             "1",
+            "--fine-tune-epochs",
+            "2",
+            "--fine-tune-schedule",
+            "cosine",
             "--batch-size",
             "8",
             "--output-dir",
@@ -143,7 +147,7 @@ def test_flowers_trains_exports_and_counts_corrupt_files(tmp_path: Path) -> None
     meta = check_export(tmp_path / "models" / "flowers" / "1", "flowers", flowers.LABELS)
     assert meta["architecture"] == "efficientnet_lite0" and meta["input"]["height"] == 224
     assert meta["dataset"]["skipped_files"] == 1
-    assert meta["training"]["epochs"] == 2  # one epoch of the head, one of fine-tuning
+    assert meta["training"]["epochs"] == 3  # one epoch of the head, two of fine-tuning (cosine runs them all)
     assert meta["ood"]["evaluation"]["rps"]["examples"] == 6  # the report half of 12 hands
 
 

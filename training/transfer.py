@@ -36,6 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=range(len(efficientnet_lite.STAGES) + 1),
         help="backbone stages, counted from the top, unfrozen in phase 2 (0: train the head only)",
     )
+    group.add_argument(
+        "--fine-tune-epochs", type=int, default=None, help="epochs (at most) of phase 2; default: --epochs"
+    )
+    group.add_argument(
+        "--fine-tune-schedule",
+        choices=("plateau", "cosine"),
+        default="plateau",
+        help="learning rate of phase 2: cut on plateau with early stopping, or cosine decay over all its epochs",
+    )
     group.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of both phases")
 
 
@@ -71,7 +80,8 @@ def build_efficientnet_lite(args: argparse.Namespace, spec: ImageSpec, num_class
 
 
 def fit_two_phase(model: keras.Model, train: Any, val: Any, args: argparse.Namespace) -> dict[str, list[float]]:
-    """`--epochs` epochs (at most) for the head, then as many for fine-tuning the top stages."""
+    """`--epochs` epochs (at most) for the head, then `--fine-tune-epochs` (default as many) for fine-tuning
+    the top stages; both keep the weights of their best validation loss."""
     history = common.fit(
         model,
         train,
@@ -96,10 +106,11 @@ def fit_two_phase(model: keras.Model, train: Any, val: Any, args: argparse.Names
         model,
         train,
         val,
-        epochs=args.epochs,
+        epochs=args.fine_tune_epochs or args.epochs,
         patience=args.patience,
         learning_rate=FINE_TUNE_LEARNING_RATE,
         initial_epoch=len(history["loss"]),
         label_smoothing=args.label_smoothing,
+        schedule=args.fine_tune_schedule,
     )
     return {key: history[key] + fine[key] for key in history}
