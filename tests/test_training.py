@@ -297,3 +297,20 @@ def test_quantize_writes_an_int8_model_that_serves_and_records_its_accuracy(tmp_
     assert model.precision == ("int8" if drop <= 0.005 else "fp32")
     if model.precision == "int8":
         assert model.ood_threshold == record["ood_threshold"]
+
+
+def test_quantize_with_accuracy_control_keeps_the_validation_drop_and_says_so(tmp_path: Path) -> None:
+    pytest.importorskip("nncf", reason="pip install nncf (the train extra)")
+    from training import quantize
+
+    root = tmp_path / "rps"
+    image_folder(root / "train", rps.LABELS, per_class=12, fmt="PNG", mode="RGBA", groups=4)
+    image_folder(root / "test", rps.LABELS, per_class=4, fmt="PNG", mode="RGBA")
+    rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS])
+    argv = ["rps", "--data-dir", str(root), "--model-dir", str(tmp_path / "m"), "--calibration-images", "20"]
+    quantize.main([*argv, "--max-drop", "0.5"])
+    version_dir = tmp_path / "m" / "rps" / "1"
+    record = json.loads((version_dir / "metadata.json").read_text())["quantization"]["int8"]
+    assert (version_dir / "int8" / "model.xml").is_file()
+    assert record["max_validation_drop_points"] == 0.5 and "accuracy control" in record["method"]
+    assert 0 <= record["test_accuracy"] <= 1
