@@ -6,6 +6,11 @@ difference from the SavedModel on that random batch (relative, as `app.runtimes`
     python -m benchmarks.models --runtime tensorflow --no-freeze # the SavedModels as exported
     python -m benchmarks.models --precision int8                 # also the int8 models, where quantized
     python -m benchmarks.models --runtime tensorflow openvino litert  # and LiteRT, which the service does not use
+    python -m benchmarks.models --task flowers --precision fp32 int8 --sweep 1 2 4 8 16 32 64
+
+`--sweep` also times each TensorFlow and OpenVINO model at those batch sizes and reports, per task, each
+runtime's best batch and its images/s as a ratio of TensorFlow's best, and its single-image time as a ratio
+of TensorFlow's: the figures a "model alone, at its best batch" target is stated in.
 """
 
 from __future__ import annotations
@@ -37,10 +42,14 @@ def main() -> None:
     parser.add_argument(
         "--freeze", action=argparse.BooleanOptionalAction, default=True, help="time the frozen signature, as served"
     )
+    parser.add_argument("--task", nargs="+", default=None, help="only these tasks (default: every served one)")
+    parser.add_argument("--sweep", nargs="+", type=int, default=[], metavar="BATCH", help="batch sizes to sweep")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {}
     for task, path in discover(args.model_dir).items():
+        if args.task and task not in args.task:
+            continue
         reference = runtimes.load(path, settings=Settings(runtime="tensorflow", freeze_models=args.freeze))
         spec = reference.spec
         single = rng.integers(0, 255, (1, spec.height, spec.width, spec.channels), dtype=np.uint8)
@@ -59,6 +68,8 @@ def main() -> None:
                 if model.precision != precision:  # int8 refused (not quantized, or too inaccurate): logged
                     continue
                 timings[f"{runtime}-{precision}"] = _time(model, single, batch, expected, args.repeats)
+                if args.sweep:
+                    timings[f"{runtime}-{precision}"].update(_sweep(model, batch, args.sweep, args.repeats))
         results[task] = {
             "version": reference.metadata.version,
             "input": f"{spec.height}x{spec.width}x{spec.channels}",
@@ -69,6 +80,8 @@ def main() -> None:
             ),
             "runtimes": timings,
         }
+        if args.sweep and "tensorflow-fp32" in timings:
+            results[task]["versus_tensorflow"] = _ratios(timings)
     print(json.dumps(results, indent=2))
 
 
@@ -88,6 +101,33 @@ def _time(
     one = median_ms(model.predict, single, repeats=repeats)
     thirty_two = median_ms(model.predict, batch, repeats=repeats)
     return {"frozen": model.frozen, **_figures(one, thirty_two, model.predict(batch), expected)}
+
+
+def _sweep(model: LoadedModel, batch: np.ndarray, sizes: list[int], repeats: int) -> dict[str, Any]:
+    per_image = {}
+    for size in sizes:
+        x = np.resize(batch, (size, *batch.shape[1:]))  # the random images, repeated to the size
+        model.predict(x)  # warm up: some runtimes plan per shape
+        per_image[size] = median_ms(model.predict, x, repeats=max(3, repeats * 8 // size)) / size
+    best = min(per_image, key=lambda size: per_image[size])
+    return {
+        "sweep_ms_per_image": {str(size): float(f"{ms:.4g}") for size, ms in per_image.items()},
+        "best_batch": best,
+        "best_images_per_s": round(1000 / per_image[best], 1),
+    }
+
+
+def _ratios(timings: dict[str, Any]) -> dict[str, Any]:
+    """Each swept runtime's best images/s over TensorFlow's best, and its single-image time over TensorFlow's."""
+    base = timings["tensorflow-fp32"]
+    return {
+        name: {
+            "best_throughput": round(figures["best_images_per_s"] / base["best_images_per_s"], 2),
+            "single_image_time": round(figures["single_image_ms"] / base["single_image_ms"], 2),
+        }
+        for name, figures in timings.items()
+        if "best_images_per_s" in figures
+    }
 
 
 def _figures(

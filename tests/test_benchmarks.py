@@ -69,6 +69,24 @@ def test_model_benchmark_times_every_runtime_and_reports_parity(tmp_path: Path) 
         assert timing["max_difference_vs_savedmodel"] <= 1e-4 and timing["same_best_class"]
 
 
+def test_model_benchmark_sweeps_batches_and_states_ratios_to_tensorflow(tmp_path: Path) -> None:
+    from tests.conftest import export_tiny_model
+
+    version_dir = export_tiny_model(tmp_path / "models", size=16)
+    command = [sys.executable, "-m", "benchmarks.models", "--model-dir", str(version_dir.parents[1]), "--repeats", "2"]
+    command += ["--task", version_dir.parent.name, "--sweep", "1", "4"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (task,) = json.loads(result.stdout).values()
+    for timing in task["runtimes"].values():
+        assert set(timing["sweep_ms_per_image"]) == {"1", "4"} and timing["best_batch"] in (1, 4)
+        assert timing["best_images_per_s"] == pytest.approx(
+            1000 / timing["sweep_ms_per_image"][str(timing["best_batch"])], rel=0.01
+        )
+    assert task["versus_tensorflow"]["tensorflow-fp32"] == {"best_throughput": 1.0, "single_image_time": 1.0}
+    assert task["versus_tensorflow"]["openvino-fp32"]["best_throughput"] > 0
+
+
 @pytest.mark.parametrize(("body", "path"), [("multipart", "/predict/shades"), ("v1-b64", "/v1/models/shades:predict")])
 def test_load_generator_bodies_are_answered_by_the_service(
     live_server: Callable[..., tuple[str, int]], tmp_path: Path, body: str, path: str
