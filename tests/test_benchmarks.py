@@ -45,7 +45,9 @@ def test_variants_compare_settings_against_the_defaults() -> None:
     assert rows[1].startswith("| defaults |") and rows[2].startswith(
         "| APP_MAX_CONCURRENT_BATCHES=1 APP_MAX_WAIT_S=0 |"
     )
-    assert float(rows[1].split("|")[3]) > 0 and rows[1].split("|")[4].strip() == "1.00"
+    cells = rows[1].split("|")
+    assert float(cells[3]) > 0 and cells[4].strip() == "1.00"
+    assert float(cells[5]) > 0 and cells[6].strip() == "1.00"  # p50, and p50 as a ratio of the defaults
 
 
 def test_variants_refuse_a_malformed_setting() -> None:
