@@ -137,6 +137,8 @@ def test_flowers_trains_exports_and_counts_corrupt_files(tmp_path: Path) -> None
             "2",
             "--fine-tune-schedule",
             "cosine",
+            "--augment",
+            "randaugment",
             "--batch-size",
             "8",
             "--output-dir",

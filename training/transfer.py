@@ -46,14 +46,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="learning rate of phase 2: cut on plateau with early stopping, or cosine decay over all its epochs",
     )
     group.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of both phases")
+    group.add_argument(
+        "--augment",
+        choices=("basic", "randaugment"),
+        default="basic",
+        help="training-time augmentation: flips, rotation, zoom, translation and contrast; or those and "
+        "RandAugment (Cubuk et al. 2020: 2 random photometric or geometric operations per image)",
+    )
 
 
-def augmentation(x: keras.KerasTensor) -> keras.KerasTensor:
+def augmentation(x: keras.KerasTensor, strength: str = "basic") -> keras.KerasTensor:
+    """Random transformations of training images (inactive at inference: the export calls with training=False)."""
     x = layers.RandomFlip("horizontal")(x)
     x = layers.RandomRotation(0.1)(x)
     x = layers.RandomZoom(0.15)(x)
     x = layers.RandomTranslation(0.1, 0.1)(x)
-    return layers.RandomContrast(0.2)(x)
+    x = layers.RandomContrast(0.2)(x)
+    if strength == "randaugment":
+        x = layers.RandAugment(value_range=(0, 255))(x)
+    return x
 
 
 def build_efficientnet_lite(args: argparse.Namespace, spec: ImageSpec, num_classes: int) -> keras.Model:
@@ -73,7 +84,7 @@ def build_efficientnet_lite(args: argparse.Namespace, spec: ImageSpec, num_class
     backbone.name = BACKBONE_NAME
     backbone.trainable = False
     inputs = keras.Input((spec.height, spec.width, spec.channels))
-    x = augmentation(inputs)
+    x = augmentation(inputs, args.augment)
     x = backbone(x, training=False)  # BatchNorm stays in inference mode, also when fine-tuning
     features = layers.GlobalAveragePooling2D(name="features")(x)
     return keras.Model(inputs, common.classifier(features, num_classes, dropout=0.3), name=f"{args.arch}_transfer")
