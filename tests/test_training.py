@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -277,19 +278,26 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         assert option in text
 
 
-def test_quantize_writes_an_int8_model_that_serves_and_records_its_accuracy(tmp_path: Path) -> None:
+def _quantized_tiny_rps(tmp_path: Path, *options: str) -> tuple[Path, dict[str, Any]]:
+    """Train a tiny rps model, run `python -m training.quantize rps` on it; its version dir and int8 record."""
     pytest.importorskip("nncf", reason="pip install nncf (the train extra)")
-    from app import runtimes
-    from app.config import Settings
     from training import quantize
 
     root = tmp_path / "rps"
     image_folder(root / "train", rps.LABELS, per_class=12, fmt="PNG", mode="RGBA", groups=4)
     image_folder(root / "test", rps.LABELS, per_class=4, fmt="PNG", mode="RGBA")
     rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS])
-    quantize.main(["rps", "--data-dir", str(root), "--model-dir", str(tmp_path / "m"), "--calibration-images", "20"])
+    argv = ["rps", "--data-dir", str(root), "--model-dir", str(tmp_path / "m"), "--calibration-images", "20"]
+    quantize.main([*argv, *options])
     version_dir = tmp_path / "m" / "rps" / "1"
-    record = json.loads((version_dir / "metadata.json").read_text())["quantization"]["int8"]
+    return version_dir, json.loads((version_dir / "metadata.json").read_text())["quantization"]["int8"]
+
+
+def test_quantize_writes_an_int8_model_that_serves_and_records_its_accuracy(tmp_path: Path) -> None:
+    from app import runtimes
+    from app.config import Settings
+
+    version_dir, record = _quantized_tiny_rps(tmp_path)
     assert (version_dir / "int8" / "model.xml").is_file() and (version_dir / "int8" / "model.bin").is_file()
     assert 0 <= record["test_accuracy"] <= 1 and 0 <= record["fp32_test_accuracy"] <= 1
     assert record["calibration_images"] == 20 and record["calibration_split"] == "training"
@@ -302,17 +310,7 @@ def test_quantize_writes_an_int8_model_that_serves_and_records_its_accuracy(tmp_
 
 
 def test_quantize_with_accuracy_control_keeps_the_validation_drop_and_says_so(tmp_path: Path) -> None:
-    pytest.importorskip("nncf", reason="pip install nncf (the train extra)")
-    from training import quantize
-
-    root = tmp_path / "rps"
-    image_folder(root / "train", rps.LABELS, per_class=12, fmt="PNG", mode="RGBA", groups=4)
-    image_folder(root / "test", rps.LABELS, per_class=4, fmt="PNG", mode="RGBA")
-    rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS])
-    argv = ["rps", "--data-dir", str(root), "--model-dir", str(tmp_path / "m"), "--calibration-images", "20"]
-    quantize.main([*argv, "--max-drop", "0.5"])
-    version_dir = tmp_path / "m" / "rps" / "1"
-    record = json.loads((version_dir / "metadata.json").read_text())["quantization"]["int8"]
+    version_dir, record = _quantized_tiny_rps(tmp_path, "--max-drop", "0.5")
     assert (version_dir / "int8" / "model.xml").is_file()
     assert record["max_validation_drop_points"] == 0.5 and "accuracy control" in record["method"]
     assert 0 <= record["test_accuracy"] <= 1
