@@ -307,6 +307,9 @@ def test_quantize_writes_an_int8_model_that_serves_and_records_its_accuracy(tmp_
     assert model.precision == ("int8" if drop <= 0.005 else "fp32")
     if model.precision == "int8":
         assert model.ood_threshold == record["ood_threshold"]
+    assert {"noise", "flat_colours", "text"} <= set(record["ood_evaluation"])
+    for figures in record["ood_evaluation"].values():
+        assert {"auroc", "flagged", "fpr_at_95_tpr", "examples"} <= set(figures)
 
 
 def test_quantize_with_accuracy_control_keeps_the_validation_drop_and_says_so(tmp_path: Path) -> None:

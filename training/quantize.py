@@ -8,8 +8,9 @@ quantization with accuracy control instead: it measures top-1 accuracy on the va
 to fp32 the operations that cost the most of it, until the drop there is at most P points (slower than full
 int8, by how many it returns; the test split stays out of it and judges the result). The result is written
 beside the SavedModel (`<version>/int8/model.xml` and `.bin`), evaluated on the test split next to fp32,
-and recorded in `metadata.json` under `quantization.int8`: test accuracy of both, and the OOD threshold
-recomputed on the validation split (int8 moves the scores, so fp32's threshold would not keep 95%).
+and recorded in `metadata.json` under `quantization.int8`: test accuracy of both, the OOD threshold
+recomputed on the validation split (int8 moves the scores, so fp32's threshold would not keep 95%), and the
+int8 model's OOD figures on the report halves of training's out-of-distribution sets (`ood_evaluation`).
 The service serves it only with `APP_PRECISION=int8`, and only if the accuracy dropped by at most 0.5 points.
 NNCF sends Intel usage telemetry unless opted out: `.venv/bin/opt_in_out --opt_out` once per user.
 """
@@ -34,8 +35,8 @@ from app.imaging import ImageSpec
 from app.model import OOD_SCORE, PROBABILITIES, read_metadata
 from app.runtimes.openvino import INT8_DIR, INT8_MODEL
 from app.runtimes.openvino import load as load_openvino
-from training import common
-from training.ood import threshold
+from training import common, ood_sets
+from training.ood import evaluate, threshold
 
 log = logging.getLogger("training")
 
@@ -136,6 +137,14 @@ def quantize(version_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         cutoff = threshold(run(int8.predict, data.x_val)[OOD_SCORE])
         record["ood_threshold"] = cutoff
         record["ood_test_flagged"] = round(float(np.mean(test_int8[OOD_SCORE] > cutoff)), 4)
+        # The same report halves of the same out-of-distribution sets as training's figures, through int8.
+        sets = ood_sets.build(
+            metadata.task, spec, data_args.ood_data_dir, per_set=data_args.ood_per_set, seed=args.seed
+        )
+        _, report = ood_sets.split_halves(sets, args.seed)
+        record["ood_evaluation"] = {
+            name: evaluate(test_int8[OOD_SCORE], run(int8.predict, x)[OOD_SCORE], cutoff) for name, x in report.items()
+        }
     return record
 
 
