@@ -302,7 +302,7 @@ def test_quantize_writes_an_int8_model_that_serves_and_records_its_accuracy(tmp_
     assert 0 <= record["test_accuracy"] <= 1 and 0 <= record["fp32_test_accuracy"] <= 1
     assert record["calibration_images"] == 20 and record["calibration_split"] == "training"
     assert record["command"].startswith("python -m training.quantize rps")
-    model = runtimes.load(version_dir, settings=Settings(precision="int8"))
+    model = runtimes.load(version_dir, settings=Settings(runtime="openvino", precision="int8"))
     drop = record["fp32_test_accuracy"] - record["test_accuracy"]
     assert model.precision == ("int8" if drop <= 0.005 else "fp32")
     if model.precision == "int8":
