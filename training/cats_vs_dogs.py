@@ -44,7 +44,7 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
         y,
         x_test,
         y_test,
-        fraction=VALIDATION_FRACTION,
+        fraction=args.validation_fraction or VALIDATION_FRACTION,
         seed=args.seed,
         test_split="the dataset's validation/ folder (300 cats + 300 dogs), never used in training",
         skipped_files=skipped_train + skipped_test,

@@ -115,6 +115,13 @@ def parse_args(task: Task, argv: Sequence[str] | None = None) -> argparse.Namesp
     )
     parser.add_argument("--seed", type=int, default=1337, help="seed of the splits, shuffling and initialisation")
     parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=None,
+        help="fraction of the labelled images held out for validation (early stopping, temperature, OOD "
+        "threshold) by flowers, cats_vs_dogs and fashion_mnist; default: the task's (rps holds out whole hands)",
+    )
+    parser.add_argument(
         "--patience",
         type=int,
         default=task.default_patience,
@@ -152,6 +159,8 @@ def parse_args(task: Task, argv: Sequence[str] | None = None) -> argparse.Namesp
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.validation_fraction is not None and not 0 < args.validation_fraction < 0.5:
+        parser.error(f"--validation-fraction must be in (0, 0.5), got {args.validation_fraction}")
     if args.epochs is None:
         args.epochs = task.default_epochs.get(args.arch, 10)
     if args.ood_data_dir is None and args.data_dir is not None:

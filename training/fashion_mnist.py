@@ -87,7 +87,7 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
         y,
         x_test,
         y_test,
-        fraction=VALIDATION_FRACTION,
+        fraction=args.validation_fraction or VALIDATION_FRACTION,
         seed=args.seed,
         test_split="official Fashion-MNIST test set (t10k, 10,000 images)",
     )

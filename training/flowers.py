@@ -3,7 +3,7 @@
 Tutorial: https://www.tensorflow.org/tutorials/images/classification (180x180, 3 conv blocks + Dense 128,
 augmentation and dropout; ~60% validation accuracy without augmentation). The default is transfer learning
 on EfficientNet-Lite ImageNet weights (`training/transfer.py`; `--arch efficientnet_lite0|1|2`). A seeded, stratified 15% of the photos is
-the test split and another 15% the validation split.
+the test split and another 15% the validation split (`--validation-fraction`); the test split does not depend on it.
 
     python -m training.flowers --data-dir ../shared/datasets/flower_photos
 """
@@ -32,7 +32,8 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
     root = args.data_dir if args.data_dir is not None else common.download(URL, "flower_photos.tgz") / "flower_photos"
     x, y, skipped = common.load_image_folder(root, LABELS, spec)
     rest, test = common.stratified_split(y, TEST_FRACTION, args.seed)
-    train, val = common.stratified_split(y[rest], VALIDATION_FRACTION / (1 - TEST_FRACTION), args.seed + 1)
+    validation = args.validation_fraction or VALIDATION_FRACTION  # of all the photos
+    train, val = common.stratified_split(y[rest], validation / (1 - TEST_FRACTION), args.seed + 1)
     train, val = rest[train], rest[val]
     return common.Splits(
         x[train],
