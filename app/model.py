@@ -40,6 +40,7 @@ class LoadedModel:
     precision: str = "fp32"
     runtime_note: str = ""  # why this runtime serves the model
     ood_threshold_override: float | None = None  # the int8 model's own threshold (training.quantize)
+    batch_sizes: tuple[int, ...] = ()  # the static batch sizes `predict` runs in (empty: any, in one call)
 
     @property
     def ood_threshold(self) -> float | None:
@@ -56,6 +57,7 @@ class LoadedModel:
             "frozen": self.frozen,
             "why": self.runtime_note,
             "ood_threshold": self.ood_threshold,
+            "batch_sizes": list(self.batch_sizes) or None,
         }
 
     @property

@@ -36,6 +36,27 @@ def test_openvino_gives_the_savedmodels_outputs(version_dir: Path) -> None:
     assert model.describe()["why"] == "APP_RUNTIME=openvino"
 
 
+def test_openvino_runs_any_batch_size_in_static_chunks(version_dir: Path) -> None:
+    model = runtimes.load(version_dir, settings=Settings(runtime="openvino"))
+    sizes = model.describe()["batch_sizes"]
+    assert sizes and sizes == [2**i for i in range(len(sizes))]  # 1, 2, 4, ...: the ones that paid here
+    reference = runtimes.load(version_dir, settings=Settings(runtime="tensorflow"))
+    batch = np.random.default_rng(1).integers(0, 256, (2 * sizes[-1] + 3, 16, 16, 3), dtype=np.uint8)
+    for n in (1, 2, 3, len(batch)):  # whole chunks, and remainders of every kind
+        ours, theirs = model.predict(batch[:n]), reference.predict(batch[:n])
+        for name in theirs:
+            assert ours[name].shape == theirs[name].shape
+            np.testing.assert_allclose(ours[name], theirs[name], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("n", "sizes", "runs"),
+    [(1, [1], [1]), (5, [1], [1] * 5), (4, [1, 2, 4], [4]), (7, [1, 2, 4], [4, 2, 1]), (13, [1, 2, 4, 8], [8, 4, 1])],
+)
+def test_a_batch_splits_into_compiled_sizes_without_padding(n: int, sizes: list[int], runs: list[int]) -> None:
+    assert openvino.chunks(n, sizes) == runs
+
+
 def test_auto_serves_the_fastest_runtime_that_matches_and_says_why(version_dir: Path) -> None:
     model = runtimes.load(version_dir, settings=Settings())
     assert model.runtime in ("tensorflow", "openvino")
@@ -82,4 +103,5 @@ def test_the_model_listing_shows_the_runtime(make_client) -> None:
         "frozen": False,
         "why": "",
         "ood_threshold": 0.2,
+        "batch_sizes": None,
     }
