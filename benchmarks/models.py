@@ -26,6 +26,7 @@ from app import runtimes
 from app.config import Settings
 from app.model import PROBABILITIES, LoadedModel, max_difference
 from app.repository import discover
+from benchmarks import machine
 from benchmarks.timing import median_ms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +83,7 @@ def main() -> None:
         }
         if args.sweep and "tensorflow-fp32" in timings:
             results[task]["versus_tensorflow"] = _ratios(timings)
-    print(json.dumps(results, indent=2))
+    print(json.dumps({"machine": machine.describe(), "tasks": results}, indent=2))
 
 
 def _time_litert(

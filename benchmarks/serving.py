@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import machine
 from stress.process import free_port, service
 from stress.venvs import ensure
 
@@ -149,7 +148,7 @@ def main() -> None:
     photos = photos[:: max(1, len(photos) // args.photos)][: args.photos]
     version_dir = max((args.model_dir / args.task).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
     report: dict[str, Any] = {
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine.describe(),
         "versions": {p: _version(PYTHON, p) for p in ("tensorflow-cpu", "fastapi", "uvicorn", "pillow")},
         "task": args.task,
         "model": str(version_dir.relative_to(ROOT) if version_dir.is_relative_to(ROOT) else version_dir),
@@ -256,7 +255,8 @@ def _ratios(report: dict[str, Any]) -> dict[str, Any]:
 def _markdown(report: dict[str, Any]) -> str:
     limit = report["limit"]
     lines = [
-        f"# Serving benchmark: {report['task']} ({report['model']}), {report['machine']['cores']} cores",
+        f"# Serving benchmark: {report['task']} ({report['model']}), {report['machine']['cores']} cores of "
+        f"{report['machine']['cpu']} ({', '.join(report['machine']['simd']) or 'no AVX2'})",
         "",
         f"In-process limit (decode + resize + {limit.get('runtime', {}).get('name', 'SavedModel')} as the service "
         f"chooses it, no HTTP): **{limit['images_per_s']} images/s** at batch "

@@ -64,8 +64,10 @@ def test_model_benchmark_times_every_runtime_and_reports_parity(tmp_path: Path) 
     command += ["--runtime", "tensorflow", "openvino", "litert"]  # LiteRT in a virtualenv of its own
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    (task,) = json.loads(result.stdout).values()
+    report = json.loads(result.stdout)
+    (task,) = report["tasks"].values()
     assert set(task["runtimes"]) == {"tensorflow-fp32", "openvino-fp32", "litert-fp32"}
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]  # figures say what they ran on
     for timing in task["runtimes"].values():
         assert timing["single_image_ms"] > 0 and timing["batch_32_ms"] > 0
         assert timing["max_difference_vs_savedmodel"] <= 1e-4 and timing["same_best_class"]
@@ -79,7 +81,7 @@ def test_model_benchmark_sweeps_batches_and_states_ratios_to_tensorflow(tmp_path
     command += ["--task", version_dir.parent.name, "--sweep", "1", "4"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    (task,) = json.loads(result.stdout).values()
+    (task,) = json.loads(result.stdout)["tasks"].values()
     for timing in task["runtimes"].values():
         assert set(timing["sweep_ms_per_image"]) == {"1", "4"} and timing["best_batch"] in (1, 4)
         assert timing["best_images_per_s"] == pytest.approx(
