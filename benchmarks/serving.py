@@ -256,7 +256,7 @@ def _markdown(report: dict[str, Any]) -> str:
     limit = report["limit"]
     lines = [
         f"# Serving benchmark: {report['task']} ({report['model']}), {report['machine']['cores']} cores of "
-        f"{report['machine']['cpu']} ({', '.join(report['machine']['simd']) or 'no AVX2'})",
+        f"{report['machine']['cpu']} ({', '.join(report['machine']['simd']) or 'SIMD unknown'})",
         "",
         f"In-process limit (decode + resize + {limit.get('runtime', {}).get('name', 'SavedModel')} as the service "
         f"chooses it, no HTTP): **{limit['images_per_s']} images/s** at batch "

@@ -31,6 +31,7 @@ INT8_DIR = "int8"
 INT8_MODEL = "model.xml"
 LARGEST_CHUNK = 32  # batch sizes tried at load stop here (the batcher's default largest batch)
 NEAR_BEST = 0.02  # per-image time within this fraction of the fastest counts as fastest
+TIMING_ROUNDS = 3
 TIMED_ROUND_S = 0.02  # each timed round runs at least this long, so tiny models time above clock noise
 
 
@@ -112,33 +113,35 @@ def chunks(n: int, sizes: list[int]) -> list[int]:
 
 def _compile_chunks(core: Any, model: Any, config: dict[str, Any]) -> dict[int, Any]:
     """The model compiled for batch sizes 1, 2, 4, ... up to the smallest that runs within `NEAR_BEST` of the
-    fastest per image of all sizes to `LARGEST_CHUNK` (the smallest: less memory, and a busy spell during
-    the timing picks among near-equals instead of overshooting)."""
+    fastest per image of all sizes to `LARGEST_CHUNK` (the smallest: less memory, and among near-equals a
+    busy spell does not decide)."""
     shape = [dimension.get_length() for dimension in list(model.input(0).get_partial_shape())[1:]]
     compiled: dict[int, Any] = {}
-    seconds: dict[int, float] = {}
-    size = 1
-    while size <= LARGEST_CHUNK:
+    for size in (2**i for i in range(LARGEST_CHUNK.bit_length())):
         static = model.clone()
         static.reshape({0: [size, *shape]})
         compiled[size] = core.compile_model(static, "CPU", config)
-        seconds[size] = _seconds_per_image(compiled[size], np.zeros([size, *shape], np.uint8))
-        size *= 2
+    seconds = _seconds_per_image(compiled, shape)
     fastest = min(seconds.values())
     largest = min(size for size, spent in seconds.items() if spent <= fastest * (1 + NEAR_BEST))
     return {size: model for size, model in compiled.items() if size <= largest}
 
 
-def _seconds_per_image(compiled: Any, batch: np.ndarray) -> float:
-    """The best of three timed rounds, after a call that warms up."""
-    request = compiled.create_infer_request()
-    started = time.perf_counter()
-    request.infer({0: batch})
-    calls = max(1, int(TIMED_ROUND_S / max(time.perf_counter() - started, 1e-6)))
-    rounds = []
-    for _ in range(3):
+def _seconds_per_image(compiled: dict[int, Any], shape: list[int]) -> dict[int, float]:
+    """Per batch size, the best of `TIMING_ROUNDS` rounds, after a call that warms up. The sizes take turns
+    round by round, so that a busy spell on a shared machine slows them alike."""
+    requests, calls = {}, {}
+    for size, model in compiled.items():
+        requests[size] = model.create_infer_request()
         started = time.perf_counter()
-        for _ in range(calls):
-            request.infer({0: batch})
-        rounds.append((time.perf_counter() - started) / calls / len(batch))
-    return min(rounds)
+        requests[size].infer({0: np.zeros([size, *shape], np.uint8)})
+        calls[size] = max(1, int(TIMED_ROUND_S / max(time.perf_counter() - started, 1e-6)))
+    best = dict.fromkeys(compiled, float("inf"))
+    for _ in range(TIMING_ROUNDS):
+        for size, request in requests.items():
+            batch = np.zeros([size, *shape], np.uint8)
+            started = time.perf_counter()
+            for _ in range(calls[size]):
+                request.infer({0: batch})
+            best[size] = min(best[size], (time.perf_counter() - started) / calls[size] / size)
+    return best
