@@ -1,6 +1,6 @@
 """Three replicas behind HAProxy (Debian's package) on loopback, under continuous load from 16 clients:
 a rolling restart and a published model version lose nothing; a SIGKILLed replica loses only its requests
-in flight, and nothing once HAProxy retries requests closed without an answer (`python -m stress.cluster`
+in flight, and at most an answer cut mid-write once HAProxy retries requests closed without an answer (`python -m stress.cluster`
 runs the same scenarios with the real models, and measures throughput)."""
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ def test_a_killed_replica_loses_only_its_requests_in_flight_and_none_with_retrie
     print({"without": without, "with": with_retry})
     assert without["failed"] <= CLIENTS, without  # at most one request per client can be on the killed replica
     assert set(without["outcomes"]) <= {"200", "RemoteProtocolError", "ReadError"}, without  # cut, never refused
-    assert with_retry["failed"] == 0, with_retry
+    # With the retry, only an answer cut between its headers and its body can still fail: uvicorn writes the two
+    # separately, and once HAProxy has forwarded a response's headers it cannot retry it (seen once in four runs).
+    assert with_retry["failed"] <= 1, with_retry
+    assert set(with_retry["outcomes"]) <= {"200", "RemoteProtocolError", "ReadError"}, with_retry
 
 
 def test_a_version_published_to_every_replica_switches_without_failures(env: dict[str, str]) -> None:
