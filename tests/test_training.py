@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import cats_vs_dogs, fashion_mnist, flowers, rps
+from training import cats_vs_dogs, common, fashion_mnist, flowers, rps
 from training.ood import METHODS
 
 REQUIRED = {
@@ -175,6 +175,25 @@ def test_rps_reads_rgba_pngs_holds_out_whole_hands_and_writes_the_next_version(t
     meta = check_export(tmp_path / "m" / "rps" / "5", "rps", rps.LABELS)
     assert meta["dataset"]["validation_examples"] == 9  # one hand of 3 frames per class
     assert meta["dataset"]["train_examples"] == 27
+
+
+def test_validation_fraction_moves_photos_between_train_and_validation_but_never_the_test_split(
+    tmp_path: Path,
+) -> None:
+    root = image_folder(tmp_path / "flower_photos", flowers.LABELS, per_class=40)
+    spec = flowers.ARCHS["efficientnet_lite0"]
+
+    def splits(*options: str) -> Any:
+        return flowers.load_data(common.parse_args(flowers.TASK_SPEC, ["--data-dir", str(root), *options]), spec)
+
+    default, smaller = splits(), splits("--validation-fraction", "0.075")
+    assert (len(default.y_val), len(smaller.y_val)) == (30, 15)  # 15% and 7.5% of 200 photos, per class
+    assert len(smaller.y_train) == len(default.y_train) + 15
+    np.testing.assert_array_equal(smaller.x_test, default.x_test)  # the test split does not move
+    with pytest.raises(SystemExit):
+        common.parse_args(flowers.TASK_SPEC, ["--validation-fraction", "0.6"])
+    with pytest.raises(SystemExit, match="whole hands"):
+        rps.load_data(common.parse_args(rps.TASK_SPEC, ["--validation-fraction", "0.1"]), rps.ARCHS["cnn"])
 
 
 def test_grouped_split_holds_out_whole_groups_per_class() -> None:
