@@ -9,9 +9,10 @@ The calling module (`app.runtimes`) checks every output against the SavedModel's
 Static batch shapes, in chunks: with a dynamic batch dimension the CPU plugin redoes shape inference and
 memory planning on every call; compiled for one static batch size it runs the same model 5-7% faster per
 image (EfficientNet-Lite0 here), ~10% for the 28x28 CNNs at small batches. So the model is compiled for batch
-sizes 1, 2, 4, ... up to the one that runs fastest per image here (timed at load: 4 for Lite0 on this 2-core
-machine, where one call of 32 is 18% slower per image than eight of 4), and a batch of n runs as chunks of the largest size, then the remainder in powers of two:
-no padding, and log2(largest) + 1 compiled models.
+sizes 1, 2, 4, ... up to the smallest that runs within `NEAR_BEST` of the fastest per image (timed at load; 2
+or 4 for Lite0 on this 2-core machine, where one call of 32 is 18% slower per image than eight of 4), and a
+batch of n runs as chunks of the largest size, then the remainder in powers of two: no padding, and
+log2(largest) + 1 compiled models.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from app.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoadError, Outputs
+from app.runtimes.timing import fastest_rounds
 from app.schemas import ModelMetadata
 
 INT8_DIR = "int8"
 INT8_MODEL = "model.xml"
 LARGEST_CHUNK = 32  # batch sizes tried at load stop here (the batcher's default largest batch)
 NEAR_BEST = 0.02  # per-image time within this fraction of the fastest counts as fastest
-TIMING_ROUNDS = 3
+TIMING_ROUNDS = 3  # after one untimed round
 TIMED_ROUND_S = 0.02  # each timed round runs at least this long, so tiny models time above clock noise
 
 
@@ -74,6 +76,7 @@ def load(version_dir: Path, metadata: ModelMetadata, *, precision: str, threads:
     if missing:
         raise ModelLoadError(f"{version_dir}: the OpenVINO model lacks outputs {missing} (has {sorted(available)})")
     ports = {size: {ours: model.output(theirs) for ours, theirs in names.items()} for size, model in compiled.items()}
+    sizes = sorted(compiled)
     local = threading.local()  # an infer request is not thread-safe: one per calling thread and batch size
 
     def predict(batch: np.ndarray) -> Outputs:
@@ -83,7 +86,7 @@ def load(version_dir: Path, metadata: ModelMetadata, *, precision: str, threads:
         batch = np.ascontiguousarray(batch, dtype=np.uint8)
         parts: dict[str, list[np.ndarray]] = {ours: [] for ours in names}
         start = 0
-        for size in chunks(len(batch), sorted(compiled)):
+        for size in chunks(len(batch), sizes):
             results = requests[size].infer({0: batch[start : start + size]})
             for ours, port in ports[size].items():
                 parts[ours].append(np.array(results[port], dtype=np.float32))
@@ -97,7 +100,7 @@ def load(version_dir: Path, metadata: ModelMetadata, *, precision: str, threads:
         handle=compiled,
         runtime="openvino",
         precision=precision,
-        batch_sizes=tuple(sorted(compiled)),
+        batch_sizes=tuple(sizes),
     )
 
 
@@ -128,20 +131,14 @@ def _compile_chunks(core: Any, model: Any, config: dict[str, Any]) -> dict[int, 
 
 
 def _seconds_per_image(compiled: dict[int, Any], shape: list[int]) -> dict[int, float]:
-    """Per batch size, the best of `TIMING_ROUNDS` rounds, after a call that warms up. The sizes take turns
-    round by round, so that a busy spell on a shared machine slows them alike."""
-    requests, calls = {}, {}
+    """Per batch size, the best of `TIMING_ROUNDS` rounds taken in turns (`fastest_rounds`), each round long
+    enough (`TIMED_ROUND_S`, from a first call) to time a tiny model above clock noise."""
+    runs = []
     for size, model in compiled.items():
-        requests[size] = model.create_infer_request()
+        request, batch = model.create_infer_request(), np.zeros([size, *shape], np.uint8)
         started = time.perf_counter()
-        requests[size].infer({0: np.zeros([size, *shape], np.uint8)})
-        calls[size] = max(1, int(TIMED_ROUND_S / max(time.perf_counter() - started, 1e-6)))
-    best = dict.fromkeys(compiled, float("inf"))
-    for _ in range(TIMING_ROUNDS):
-        for size, request in requests.items():
-            batch = np.zeros([size, *shape], np.uint8)
-            started = time.perf_counter()
-            for _ in range(calls[size]):
-                request.infer({0: batch})
-            best[size] = min(best[size], (time.perf_counter() - started) / calls[size] / size)
-    return best
+        request.infer({0: batch})
+        calls = max(1, int(TIMED_ROUND_S / max(time.perf_counter() - started, 1e-6)))
+        runs.append((calls * size, lambda r=request, b=batch, n=calls: [r.infer({0: b}) for _ in range(n)]))
+    seconds = fastest_rounds([run for _, run in runs], rounds=TIMING_ROUNDS)
+    return {size: spent / images for size, (images, _), spent in zip(compiled, runs, seconds, strict=True)}

@@ -1,4 +1,4 @@
-"""The one timing comparison the runtimes share: which of two predict functions is faster here."""
+"""The one timing comparison the runtimes share: which of several runs is fastest here."""
 
 from __future__ import annotations
 
@@ -18,14 +18,22 @@ def best_seconds(
     rounds: int,
 ) -> tuple[float, float]:
     """The fastest of `rounds` timed rounds of each over `batches` (one call per batch), after an untimed
-    round that warms up each shape. The two alternate and the minimum is kept, so a busy spell on a shared
-    machine slows both alike instead of deciding."""
-    times: tuple[list[float], list[float]] = ([], [])
+    round that warms up each shape (see `fastest_rounds`)."""
+    theirs, ours = fastest_rounds(
+        [lambda: [first(batch) for batch in batches], lambda: [second(batch) for batch in batches]], rounds=rounds
+    )
+    return theirs, ours
+
+
+def fastest_rounds(runs: Sequence[Callable[[], object]], *, rounds: int) -> list[float]:
+    """Seconds of each run's fastest of `rounds` timed rounds, after an untimed round that warms up. The runs
+    take turns round by round and the minimum is kept, so a busy spell on a shared machine slows them alike
+    instead of deciding."""
+    times: list[list[float]] = [[] for _ in runs]
     for round_ in range(rounds + 1):
-        for predict, spent in zip((first, second), times, strict=True):
+        for run, spent in zip(runs, times, strict=True):
             started = time.perf_counter()
-            for batch in batches:
-                predict(batch)
+            run()
             if round_:
                 spent.append(time.perf_counter() - started)
-    return min(times[0]), min(times[1])
+    return [min(spent) for spent in times]
