@@ -44,7 +44,7 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
         y,
         x_test,
         y_test,
-        fraction=args.validation_fraction or VALIDATION_FRACTION,
+        fraction=args.validation_fraction,
         seed=args.seed,
         test_split="the dataset's validation/ folder (300 cats + 300 dogs), never used in training",
         skipped_files=skipped_train + skipped_test,
@@ -111,6 +111,7 @@ TASK_SPEC = common.Task(
     fit=fit,
     default_epochs={"tutorial": 15, "vgg16": 10, **dict.fromkeys(transfer.ARCHS, 6)},
     subject="a cat or a dog",
+    validation_fraction=VALIDATION_FRACTION,
     add_arguments=transfer.add_arguments,
 )
 

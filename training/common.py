@@ -84,6 +84,9 @@ class Task:
     input_notes: str = ""
     subject: str = ""  # what an in-distribution image shows ("a cat or a dog"), for "does not look like ..."
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None  # architecture-specific options
+    # Fraction of the labelled images held out for validation, the default of --validation-fraction;
+    # None for a task that holds out something else (rps: whole hands), which then has no such option.
+    validation_fraction: float | None = None
 
 
 # --------------------------------------------------------------------------------------------- arguments
@@ -114,13 +117,14 @@ def parse_args(task: Task, argv: Sequence[str] | None = None) -> argparse.Namesp
         "--version", type=int, default=None, help="version directory to write (default: highest present + 1)"
     )
     parser.add_argument("--seed", type=int, default=1337, help="seed of the splits, shuffling and initialisation")
-    parser.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=None,
-        help="fraction of the labelled images held out for validation (early stopping, temperature, OOD "
-        "threshold) by flowers, cats_vs_dogs and fashion_mnist; default: the task's (rps holds out whole hands)",
-    )
+    if task.validation_fraction is not None:
+        parser.add_argument(
+            "--validation-fraction",
+            type=float,
+            default=task.validation_fraction,
+            help="fraction of the labelled images held out for validation (early stopping, temperature, OOD "
+            "threshold), in (0, 0.5)",
+        )
     parser.add_argument(
         "--patience",
         type=int,
@@ -159,7 +163,7 @@ def parse_args(task: Task, argv: Sequence[str] | None = None) -> argparse.Namesp
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    if args.validation_fraction is not None and not 0 < args.validation_fraction < 0.5:
+    if task.validation_fraction is not None and not 0 < args.validation_fraction < 0.5:
         parser.error(f"--validation-fraction must be in (0, 0.5), got {args.validation_fraction}")
     if args.epochs is None:
         args.epochs = task.default_epochs.get(args.arch, 10)

@@ -87,7 +87,7 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
         y,
         x_test,
         y_test,
-        fraction=args.validation_fraction or VALIDATION_FRACTION,
+        fraction=args.validation_fraction,
         seed=args.seed,
         test_split="official Fashion-MNIST test set (t10k, 10,000 images)",
     )
@@ -143,6 +143,7 @@ TASK_SPEC = common.Task(
     auto_invert=True,
     input_notes=INPUT_NOTES,
     subject="a garment, shoe or bag",
+    validation_fraction=VALIDATION_FRACTION,
 )
 
 

@@ -32,8 +32,8 @@ def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
     root = args.data_dir if args.data_dir is not None else common.download(URL, "flower_photos.tgz") / "flower_photos"
     x, y, skipped = common.load_image_folder(root, LABELS, spec)
     rest, test = common.stratified_split(y, TEST_FRACTION, args.seed)
-    validation = args.validation_fraction or VALIDATION_FRACTION  # of all the photos
-    train, val = common.stratified_split(y[rest], validation / (1 - TEST_FRACTION), args.seed + 1)
+    # --validation-fraction counts all the photos; the split is drawn from those outside the test split.
+    train, val = common.stratified_split(y[rest], args.validation_fraction / (1 - TEST_FRACTION), args.seed + 1)
     train, val = rest[train], rest[val]
     return common.Splits(
         x[train],
@@ -87,6 +87,7 @@ TASK_SPEC = common.Task(
     default_epochs={"tutorial": 15, **dict.fromkeys(transfer.ARCHS, 10)},
     default_patience=4,
     subject="a daisy, dandelion, rose, sunflower or tulip",
+    validation_fraction=VALIDATION_FRACTION,
     add_arguments=transfer.add_arguments,
 )
 

@@ -44,10 +44,6 @@ def _roots(data_dir: Path | None) -> tuple[Path, Path]:
 
 
 def load_data(args: argparse.Namespace, spec: ImageSpec) -> common.Splits:
-    if args.validation_fraction is not None:
-        raise SystemExit(
-            "rps validates on whole hands (VALIDATION_HANDS per class): --validation-fraction does not apply"
-        )
     train_root, test_root = _roots(args.data_dir)
     x, y, skipped_train, paths = common.load_image_folder_with_paths(train_root, LABELS, spec)
     x_test, y_test, skipped_test = common.load_image_folder(test_root, LABELS, spec)
