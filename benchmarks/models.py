@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from app import runtimes
 from app.config import Settings
 from app.model import PROBABILITIES, LoadedModel, max_difference
 from app.repository import discover
+from app.runtimes import timing
 from benchmarks import machine
 from benchmarks.timing import median_ms
 
@@ -114,19 +116,21 @@ def _time(
 def _sweep(
     models: dict[str, LoadedModel], batch: np.ndarray, sizes: list[int], repeats: int, rounds: int
 ) -> dict[str, dict[str, Any]]:
-    """ms per image of every model at every batch size. The models take turns at each size and the sweep
-    runs `rounds` times, keeping each cell's fastest round: a busy spell on a shared machine then slows the
-    runtimes it compares alike, instead of deciding which is faster."""
-    inputs = {size: np.resize(batch, (size, *batch.shape[1:])) for size in sizes}  # the random images, repeated
-    for model in models.values():
-        for x in inputs.values():
-            model.predict(x)  # warm up: some runtimes plan per shape
+    """ms per image of every model at every batch size. At each size the models take turns, `rounds` times
+    after a warm-up round (`timing.fastest_rounds`), and each keeps its fastest round: a busy spell on a
+    shared machine then slows the runtimes it compares alike, instead of deciding which is faster."""
     per_image: dict[str, dict[int, float]] = {name: {} for name in models}
-    for _ in range(rounds):
-        for size, x in inputs.items():
-            for name, model in models.items():
-                ms = median_ms(model.predict, x, repeats=max(3, repeats * 8 // size // rounds)) / size
-                per_image[name][size] = min(per_image[name].get(size, float("inf")), ms)
+    for size in sizes:
+        x = np.resize(batch, (size, *batch.shape[1:]))  # the random images, repeated
+        calls = max(3, repeats * 8 // size // rounds)
+
+        def run(model: LoadedModel, x: np.ndarray = x, calls: int = calls) -> None:
+            for _ in range(calls):
+                model.predict(x)
+
+        seconds = timing.fastest_rounds([partial(run, model) for model in models.values()], rounds=rounds)
+        for name, spent in zip(models, seconds, strict=True):
+            per_image[name][size] = spent * 1000 / calls / size
     report = {}
     for name, cells in per_image.items():
         best = min(cells, key=lambda size: cells[size])
