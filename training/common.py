@@ -338,11 +338,14 @@ def fit(
     label_smoothing: float = 0.0,
     schedule: str = "plateau",
 ) -> dict[str, list[float]]:
-    """Compile and fit, keeping the weights of the epoch with the best validation loss; returns history.
+    """Compile and fit; returns the history.
 
-    `schedule`: "plateau" stops after `patience` epochs without improvement and cuts the learning rate
-    on the way; "cosine" decays it to zero over all `epochs` (Loshchilov & Hutter 2017) and runs them all,
-    since the low-rate tail is where it gains."""
+    `schedule`: "plateau" stops after `patience` epochs without validation-loss improvement, cutting the
+    learning rate on the way, and keeps the weights of the best validation loss; "cosine" decays the rate to
+    zero over all `epochs` (Loshchilov & Hutter 2017), runs them all and keeps the final weights, since the
+    low-rate tail is where it gains. Validation loss is no guide there: late in training it rises with
+    overconfidence while accuracy still climbs (Guo et al. 2017), and the temperature fitted afterwards
+    (`training.calibration`) removes that overconfidence."""
     import keras
     import tensorflow as tf
 
@@ -357,7 +360,7 @@ def fit(
         if steps < 1:
             raise TrainingError("a cosine schedule needs a training dataset of known length")
         rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
-        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=epochs, restore_best_weights=True)]
+        callbacks = []
     elif schedule == "plateau":
         callbacks = [
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
