@@ -196,6 +196,27 @@ def test_validation_fraction_moves_photos_between_train_and_validation_but_never
         common.parse_args(rps.TASK_SPEC, ["--validation-fraction", "0.1"])
 
 
+def test_cosine_schedule_keeps_the_final_weights_and_plateau_the_best_validation_loss() -> None:
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    # Validation labels are the training rule reversed: the better the fit, the worse the validation loss,
+    # so the final epoch is the worst one and "best validation loss" would keep the first.
+    train, val = (
+        common.make_dataset(x, y, 16, shuffle=False, seed=0),
+        common.make_dataset(x, 1 - y, 16, shuffle=False, seed=0),
+    )
+    for schedule, kept in (("cosine", -1), ("plateau", 0)):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+        history = common.fit(model, train, val, epochs=4, patience=4, learning_rate=0.1, schedule=schedule)
+        assert history["val_loss"][-1] > history["val_loss"][0]
+        assert model.evaluate(val, verbose=0)[0] == pytest.approx(history["val_loss"][kept], rel=1e-4)
+
+
 def test_grouped_split_holds_out_whole_groups_per_class() -> None:
     from training.common import grouped_split
 
