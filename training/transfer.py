@@ -92,7 +92,8 @@ def build_efficientnet_lite(args: argparse.Namespace, spec: ImageSpec, num_class
 
 def fit_two_phase(model: keras.Model, train: Any, val: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     """`--epochs` epochs (at most) for the head, then `--fine-tune-epochs` (default as many) for fine-tuning
-    the top stages; both keep the weights of their best validation loss."""
+    the top stages. Each keeps the weights its schedule keeps (`common.fit`): the head, and fine-tuning on
+    the plateau schedule, those of their best validation loss; fine-tuning on the cosine schedule, its final ones."""
     history = common.fit(
         model,
         train,
