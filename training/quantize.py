@@ -6,7 +6,8 @@ NNCF's post-training quantization of the OpenVINO model read from the SavedModel
 `--calibration-images` training images (never the validation or test splits). With `--max-drop P`, NNCF's
 quantization with accuracy control instead: it measures top-1 accuracy on the validation split and returns
 to fp32 the operations that cost the most of it, until the drop there is at most P points (slower than full
-int8, by how many it returns; the test split stays out of it and judges the result). The result is written
+int8, by how many it returns; the test split stays out of it and judges the result). The splits are the
+training run's own, rebuilt from the command its metadata records (`training.exported`). The result is written
 beside the SavedModel (`<version>/int8/model.xml` and `.bin`), evaluated on the test split next to fp32,
 and recorded in `metadata.json` under `quantization.int8`: test accuracy of both, the OOD threshold
 recomputed on the validation split (int8 moves the scores, so fp32's threshold would not keep 95%), and the
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import json
 import logging
 import shlex
@@ -32,11 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from app.imaging import ImageSpec
-from app.model import OOD_SCORE, PROBABILITIES, read_metadata
+from app.model import OOD_SCORE, PROBABILITIES
 from app.runtimes.openvino import INT8_DIR, INT8_MODEL
 from app.runtimes.openvino import load as load_openvino
-from training import common, ood_sets
+from training import common, exported, ood_sets
 from training.ood import evaluate, threshold
 
 log = logging.getLogger("training")
@@ -51,7 +50,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, default=common.PROJECT_ROOT / "models")
     parser.add_argument("--version", type=int, default=None, help="default: the highest")
     parser.add_argument("--calibration-images", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=1337, help="must be the training run's: it makes the splits")
     parser.add_argument(
         "--max-drop",
         type=float,
@@ -61,10 +59,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "cost the most in fp32 (NNCF's quantization with accuracy control); default: every operation in int8",
     )
     args = parser.parse_args(argv)
-    task_dir = args.model_dir / args.task
-    version = args.version or max(int(p.name) for p in task_dir.iterdir() if p.name.isdigit())
-    version_dir = task_dir / str(version)
-    record = quantize(version_dir, args)
+    try:
+        version_dir = exported.version_dir(args.model_dir, args.task, args.version)
+        record = quantize(version_dir, args)
+    except common.TrainingError as error:
+        sys.exit(f"error: {error}")
     record["command"] = f"python -m training.quantize {shlex.join(argv)}"
     meta = json.loads((version_dir / "metadata.json").read_text())
     meta.setdefault("quantization", {})["int8"] = record
@@ -81,16 +80,9 @@ def quantize(version_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     import nncf
     import openvino as ov
 
-    metadata = read_metadata(version_dir)
-    info = metadata.input
-    spec = ImageSpec(height=info.height, width=info.width, channels=info.channels, resize=info.resize)
-    task = importlib.import_module(f"training.{metadata.task}").TASK_SPEC
-    data_args = common.parse_args(
-        task, ["--seed", str(args.seed)] + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
-    )
-    data_args.arch = metadata.architecture
-    data = task.load_data(data_args, spec)
-    rng = np.random.default_rng(args.seed)
+    version = exported.load(version_dir, args.data_dir)
+    metadata, spec, data, run_args = version.metadata, version.spec, version.data, version.args
+    rng = np.random.default_rng(run_args.seed)
     chosen = rng.permutation(len(data.x_train))[: args.calibration_images]
     calibration = nncf.Dataset([data.x_train[i : i + 1] for i in chosen])
 
@@ -147,9 +139,9 @@ def quantize(version_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         record["ood_test_flagged"] = round(float(np.mean(test_int8[OOD_SCORE] > cutoff)), 4)
         # The same report halves of the same out-of-distribution sets as training's figures, through int8.
         sets = ood_sets.build(
-            metadata.task, spec, data_args.ood_data_dir, per_set=data_args.ood_per_set, seed=args.seed
+            metadata.task, spec, run_args.ood_data_dir, per_set=run_args.ood_per_set, seed=run_args.seed
         )
-        _, report = ood_sets.split_halves(sets, args.seed)
+        _, report = ood_sets.split_halves(sets, run_args.seed)
         record["ood_evaluation"] = {
             name: evaluate(test_int8[OOD_SCORE], run(int8.predict, x)[OOD_SCORE], cutoff) for name, x in report.items()
         }
