@@ -7,23 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_training import OOD_ARGS, idx_files
+from tests.test_training import idx_files
 from training import common, exported, fashion_mnist
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny fashion_mnist version trained with a seed and validation fraction that are not the defaults;
-    its version directory and data folder."""
-    root = tmp_path_factory.mktemp("exported")
-    data = idx_files(root / "fashion", train=120)
-    argv = ["--data-dir", str(data), "--epochs", "1", "--seed", "7", "--validation-fraction", "0.25"]
-    fashion_mnist.main([*argv, "--output-dir", str(root / "m"), *OOD_ARGS])
-    return exported.version_dir(root / "m", "fashion_mnist"), data
-
-
-def test_the_splits_are_rebuilt_with_the_runs_own_arguments(trained: tuple[Path, Path]) -> None:
-    version_dir, data = trained
+def test_the_splits_are_rebuilt_with_the_runs_own_arguments(trained_fashion: tuple[Path, Path]) -> None:
+    version_dir, data = trained_fashion
     version = exported.load(version_dir, data)
     assert (version.args.seed, version.args.validation_fraction, version.args.ood_per_set) == (7, 0.25, 12)
     assert len(version.data.y_val) == 30 == version.record["dataset"]["validation_examples"]
@@ -32,15 +21,17 @@ def test_the_splits_are_rebuilt_with_the_runs_own_arguments(trained: tuple[Path,
     assert len(fashion_mnist.TASK_SPEC.load_data(defaults, version.spec).y_val) == 10
 
 
-def test_a_dataset_that_makes_another_validation_split_is_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    version_dir, _ = trained
+def test_a_dataset_that_makes_another_validation_split_is_refused(
+    trained_fashion: tuple[Path, Path], tmp_path: Path
+) -> None:
+    version_dir, _ = trained_fashion
     other = idx_files(tmp_path / "bigger", train=200)
     with pytest.raises(common.TrainingError, match="has 50 images, the training run's had 30"):
         exported.load(version_dir, other)
 
 
-def test_a_version_without_a_recorded_command_is_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    version_dir, data = trained
+def test_a_version_without_a_recorded_command_is_refused(trained_fashion: tuple[Path, Path], tmp_path: Path) -> None:
+    version_dir, data = trained_fashion
     copy = tmp_path / "fashion_mnist" / version_dir.name
     copy.parent.mkdir()
     record = json.loads((version_dir / "metadata.json").read_text())

@@ -96,6 +96,24 @@ def test_threshold_keeps_95_percent_of_validation_images() -> None:
     assert ood.threshold(np.arange(20.0)) == 19.0  # 95% of 20 is 19 images: "higher" never keeps fewer
 
 
+def test_flagged_count_distribution_matches_repeated_draws() -> None:
+    # Validation and test scores drawn alike, many times: the test split's flagged count varies as predicted.
+    rng = np.random.default_rng(2)
+    counts = []
+    for _ in range(4000):
+        validation, test = rng.normal(0, 1, 60), rng.normal(0, 1, 50)
+        counts.append(int(np.sum(test > ood.threshold(validation))))  # keeps 58 of 60
+    predicted = ood.flagged_count_distribution(60, 50)
+    assert predicted.args == (50, 3, 58)  # new scores land above the 58th of 60 with probability 3/61
+    assert np.mean(counts) == pytest.approx(predicted.mean(), rel=0.05)
+    assert np.mean(np.array(counts) >= 6) == pytest.approx(predicted.sf(5), abs=0.02)
+    # A test split drawn higher than validation flags far more than the distribution allows.
+    validation = rng.normal(0, 1, 400)
+    cutoff = ood.threshold(validation)
+    shifted = rng.normal(1, 1, 100)
+    assert ood.flagged_count_distribution(400, 100).sf(int(np.sum(shifted > cutoff)) - 1) < 0.001
+
+
 def test_figures_of_a_known_split() -> None:
     inside = np.arange(100.0)  # 95% at or below 94
     outside = np.array([50.0, 96.0, 97.0, 98.0])

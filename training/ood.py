@@ -169,6 +169,22 @@ def threshold(validation_scores: np.ndarray, keep: float = KEEP) -> float:
     return float(np.quantile(validation_scores, keep, method="higher"))
 
 
+def flagged_count_distribution(validation_count: int, count: int, keep: float = KEEP) -> Any:
+    """How many of `count` new in-distribution images `threshold` flags when set on `validation_count`
+    validation images, if the new images are drawn like those (exchangeable with them): a scipy.stats
+    frozen distribution.
+
+    The threshold is the k-th smallest of the n validation scores (k fixed by n and `keep`), a new score lands
+    above it with probability (n - k + 1) / (n + 1), and the count among `count` new images is
+    beta-binomial(count, n - k + 1, k) (the conformal argument of Vovk et al.). It assumes nothing about the
+    scores beyond no ties, so it says how far a test split's flag rate may stray from 1 - `keep` by chance
+    alone, and how much a small validation split leaves the threshold uncertain."""
+    from scipy.stats import betabinom
+
+    kept = int(np.quantile(np.arange(validation_count), keep, method="higher")) + 1  # as `threshold` picks
+    return betabinom(count, validation_count - kept + 1, kept)
+
+
 def evaluate(in_scores: np.ndarray, out_scores: np.ndarray, cutoff: float) -> dict[str, float | int]:
     """AUROC (out-of-distribution as the positive class), the fraction flagged at `cutoff`, and the
     fraction of out-of-distribution images still accepted when 95% of the in-distribution ones are."""
