@@ -3,7 +3,7 @@
 A task module defines its constants, `load_data` and `build_model`, and calls `run(...)`, which does the
 rest in the order a reader expects: arguments, data, model under a `tf.distribute` strategy, fit with
 early stopping on validation loss, temperature scaling and an out-of-distribution score fitted on the
-training and validation splits (`calibration`, `ood`), export, evaluation of the *exported* model on the
+training and validation splits (`calibration`, `ood_fit`), export, evaluation of the *exported* model on the
 test split and on out-of-distribution sets (`ood_sets`), plots and `metadata.json`.
 
 Every model a task builds names two layers: `features` (the penultimate representation) and `logits`
@@ -32,9 +32,7 @@ import numpy as np
 
 from app.errors import ClientError
 from app.imaging import ImageSpec, load_image
-from training.ood import KEEP as OOD_KEEP
 from training.ood import METHODS, Detector, block_names, is_block
-from training.ood import evaluate as ood_evaluate
 from training.ood import threshold as ood_threshold
 
 log = logging.getLogger("training")
@@ -561,7 +559,7 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
     import keras
     import tensorflow as tf
 
-    from training import calibration, plots
+    from training import calibration, ood_fit, plots
 
     spec = task.archs[args.arch]
     keras.utils.set_random_seed(args.seed)
@@ -593,8 +591,8 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
     }
     temperature = calibration.fit_temperature(measured["validation"]["logits"], data.y_val)
     log.info("temperature %.4f (fitted on %d validation images)", temperature, len(data.y_val))
-    ood_fit = _fit_ood(task, args, spec, forward, measured, data, temperature)
-    detector = ood_fit.candidates[ood_fit.chosen].detector
+    ood = ood_fit.fit(task.name, args, spec, forward, measured, data.y_train, temperature)
+    detector = ood.detector
 
     task_dir = args.output_dir / task.name
     version = args.version or next_version(task_dir)
@@ -612,7 +610,7 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
     metrics["split"] = data.test_split
     log.info("test accuracy %.4f on %d images", metrics["test_accuracy"], metrics["test_examples"])
     cutoff = ood_threshold(served_val["ood_score"])
-    served_ood = {name: predict_in_batches(served, x)["ood_score"] for name, x in ood_fit.report_sets.items()}
+    served_ood = {name: predict_in_batches(served, x)["ood_score"] for name, x in ood.report_sets.items()}
     test_scores = served_test["ood_score"]
 
     plots.training_curves(history, out / "training_curves.png", title=f"{task.name} ({args.arch})")
@@ -626,7 +624,7 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
         out / "reliability.png",
         temperature=temperature,
     )
-    plots.ood_histogram(test_scores, served_ood, cutoff, out / "ood_scores.png", method=ood_fit.chosen)
+    plots.ood_histogram(test_scores, served_ood, cutoff, out / "ood_scores.png", method=ood.chosen)
 
     input_meta: dict[str, Any] = {
         "height": spec.height,
@@ -655,18 +653,7 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
             "validation_examples": len(data.y_val),
             "test": calibration.summary(measured["test"]["logits"], data.y_test, temperature),
         },
-        "ood": {
-            "method": ood_fit.chosen,
-            "output": "ood_score",
-            "threshold": cutoff,
-            "in_distribution_kept": OOD_KEEP,
-            "features": _feature_description(measured["train"]),
-            "test_flagged": round(float(np.mean(test_scores > cutoff)), 4),
-            "evaluation": {name: ood_evaluate(test_scores, scores, cutoff) for name, scores in served_ood.items()},
-            "sets": ood_fit.description,
-            "selection": ood_fit.rule,
-            "candidates": {name: c.figures() for name, c in ood_fit.candidates.items()},
-        },
+        "ood": ood.metadata(cutoff, test_scores, served_ood),
         "dataset": {
             "name": task.dataset,
             "train_examples": len(data.y_train),
@@ -691,112 +678,6 @@ def _run(task: Task, args: argparse.Namespace) -> Path:
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     log.info("wrote %s", out)
     return out
-
-
-# --------------------------------------------------------------------------------- out-of-distribution
-def _feature_description(outputs: dict[str, np.ndarray]) -> str:
-    text = f"{outputs['features'].shape[-1]}-dimensional penultimate layer 'features'"
-    blocks = [f"{name} ({outputs[name].shape[-1] // 2} channels)" for name in block_names(outputs)]
-    if blocks:
-        text += "; channel means and standard deviations of " + ", ".join(blocks)
-    return text
-
-
-@dataclass
-class _Candidate:
-    detector: Detector
-    threshold: float
-    test_flagged: float
-    selection: dict[str, dict[str, float | int]]
-    report: dict[str, dict[str, float | int]]
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "threshold": self.threshold,
-            "test_flagged": round(self.test_flagged, 4),
-            "constants_bytes": self.detector.constant_bytes(),
-            "selection": self.selection,
-            "report": self.report,
-        }
-
-
-@dataclass
-class _OodFit:
-    candidates: dict[str, _Candidate]
-    chosen: str
-    report_sets: dict[str, np.ndarray]
-    description: str
-    rule: str
-
-
-def _fit_ood(
-    task: Task,
-    args: argparse.Namespace,
-    spec: ImageSpec,
-    forward: Callable[..., Any],
-    measured: dict[str, dict[str, np.ndarray]],
-    data: Splits,
-    temperature: float,
-) -> _OodFit:
-    """Fit every candidate on the training features, set each threshold on the validation split, choose
-    by the selection halves of the out-of-distribution sets (against validation), and report the other
-    halves (against the test split). The test split and the report halves decide nothing."""
-    from training import ood, ood_sets
-
-    sets = ood_sets.build(task.name, spec, args.ood_data_dir, per_set=args.ood_per_set, seed=args.seed)
-    selection_sets, report_sets = ood_sets.split_halves(sets, args.seed)
-    outputs = {
-        half: {name: predict_in_batches(forward, x) for name, x in chosen.items()}
-        for half, chosen in (("selection", selection_sets), ("report", report_sets))
-    }
-    candidates: dict[str, _Candidate] = {}
-    methods = ood.available(measured["train"])
-    if args.ood_method not in ("auto", *methods):
-        raise TrainingError(f"--ood-method {args.ood_method} needs a model with blocks; this one offers {methods}")
-    for method in methods:
-        detector = ood.fit(
-            method,
-            measured["train"],
-            data.y_train,
-            temperature=temperature,
-            seed=args.seed,
-            validation=measured["validation"],
-        )
-
-        def scores(o: dict[str, np.ndarray], d: Detector = detector) -> np.ndarray:
-            return d.score_array(o)
-
-        val_scores, test_scores = scores(measured["validation"]), scores(measured["test"])
-        cutoff = ood.threshold(val_scores)
-        candidates[method] = _Candidate(
-            detector,
-            cutoff,
-            float(np.mean(test_scores > cutoff)),
-            {name: ood.evaluate(val_scores, scores(o), cutoff) for name, o in outputs["selection"].items()},
-            {name: ood.evaluate(test_scores, scores(o), cutoff) for name, o in outputs["report"].items()},
-        )
-        worst = min(candidates[method].report.values(), key=lambda f: float(f["auroc"]))
-        log.info(
-            "OOD %s: worst report AUROC %.4f, test flagged %.3f",
-            method,
-            worst["auroc"],
-            candidates[method].test_flagged,
-        )
-    chosen = (
-        args.ood_method if args.ood_method != "auto" else ood.select({m: c.selection for m, c in candidates.items()})
-    )
-    log.info("OOD method: %s", chosen)
-    description = (
-        f"{', '.join(f'{name} ({len(x)})' for name, x in report_sets.items())}: the report halves of seeded "
-        f"sets of up to {args.ood_per_set} images each (other tasks' datasets and generated images), decoded "
-        "by load_image at this model's input size"
-    )
-    rule = (
-        "forced by --ood-method"
-        if args.ood_method != "auto"
-        else "highest worst-case AUROC over the selection halves of the sets, against the validation split"
-    )
-    return _OodFit(candidates, chosen, report_sets, description, rule)
 
 
 def _check_served(
