@@ -214,15 +214,7 @@ def load_image_folder_with_paths(
         files += class_files
         labels += [index] * len(class_files)
 
-    def decode(path: Path) -> np.ndarray | None:
-        try:
-            return load_image(path.read_bytes(), spec)
-        except ClientError as error:
-            log.warning("skipping %s: %s", path, error)
-            return None
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        decoded = list(pool.map(decode, files))
+    decoded = decode_files(files, spec)
     keep = [i for i, image in enumerate(decoded) if image is not None]
     skipped = len(files) - len(keep)
     y = np.asarray(labels, dtype=np.int64)[keep]
@@ -232,6 +224,21 @@ def load_image_folder_with_paths(
     log.info("loaded %d images from %s (%d corrupt files skipped)", len(keep), root, skipped)
     images = [image for image in decoded if image is not None]
     return np.stack(images), y, skipped, [files[i] for i in keep]
+
+
+def decode_files(files: Sequence[Path], spec: ImageSpec) -> list[np.ndarray | None]:
+    """Each file decoded by the service's `load_image` at `spec` (in threads), or None where it does not
+    decode (logged): what an upload of the same bytes would give."""
+
+    def decode(path: Path) -> np.ndarray | None:
+        try:
+            return load_image(path.read_bytes(), spec)
+        except ClientError as error:
+            log.warning("skipping %s: %s", path, error)
+            return None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return list(pool.map(decode, files))
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
