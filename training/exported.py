@@ -20,6 +20,7 @@ from typing import Any
 
 from app.imaging import ImageSpec
 from app.model import ModelMetadata, read_metadata
+from app.repository import Repository
 from training import common
 
 
@@ -37,17 +38,16 @@ class Exported:
 
 
 def version_dir(model_dir: Path, task: str, version: int | None = None) -> Path:
-    """`model_dir/task/version`, the highest version when `version` is None."""
-    task_dir = model_dir / task
+    """`model_dir/task/version`, the highest version when `version` is None: the versions the service
+    would find there (`app.repository`)."""
+    versions = Repository(model_dir).layout().get(task, {})
+    if not versions:
+        raise common.TrainingError(f"no exported version in {model_dir / task}")
     if version is None:
-        versions = [int(p.name) for p in task_dir.iterdir() if p.name.isdigit()] if task_dir.is_dir() else []
-        if not versions:
-            raise common.TrainingError(f"no exported version in {task_dir}")
-        version = max(versions)
-    path = task_dir / str(version)
-    if not path.is_dir():
-        raise common.TrainingError(f"{path} does not exist")
-    return path
+        return versions[max(versions)]
+    if version not in versions:
+        raise common.TrainingError(f"{model_dir / task / str(version)} does not exist")
+    return versions[version]
 
 
 def run_arguments(task: common.Task, record: dict[str, Any], data_dir: Path | None) -> argparse.Namespace:
