@@ -9,7 +9,8 @@ Scenarios, each under continuous load from `--clients` clients:
 - `rolling`: SIGTERM each replica in turn, wait for it to exit, start it again, wait until HAProxy
   routes to it: no request may fail.
 - `kill` and `kill-noretry`: SIGKILL one replica. HAProxy always retries a failed connection on another
-  replica, so without more (`kill-noretry`) only the requests in flight on the killed replica fail; with
+  replica, so without more (`kill-noretry`) only the requests in flight on the killed replica fail (a 502 for
+  the first request on a client connection, a silently closed connection for the later ones); with
   the retry of requests closed without an answer (`kill`), none does, unless the kill lands between an
   answer's headers and its body (uvicorn writes them separately; HAProxy cannot retry a response it has
   begun to forward): at most that one answer, seen once in four runs of the test.
