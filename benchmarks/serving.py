@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app import repository
 from benchmarks import machine
 from stress.process import free_port, service
 from stress.venvs import ensure
@@ -146,7 +147,7 @@ def main() -> None:
     if not photos:
         sys.exit(f"no photos under {args.photos_dir}")
     photos = photos[:: max(1, len(photos) // args.photos)][: args.photos]
-    version_dir = max((args.model_dir / args.task).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
+    version_dir = repository.discover(args.model_dir)[args.task]  # the version the service serves
     report: dict[str, Any] = {
         "machine": machine.describe(),
         "versions": {p: _version(PYTHON, p) for p in ("tensorflow-cpu", "fastapi", "uvicorn", "pillow")},

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from app import repository
 from stress.process import ROOT, service
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--poll-s", type=float, default=0.5)
     args = parser.parse_args()
-    source = max((args.model_dir / args.task).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
+    source = repository.discover(args.model_dir)[args.task]
     photo = next((ROOT.parent / "shared" / "datasets" / "flower_photos" / "tulips").glob("*.jpg")).read_bytes()
     with tempfile.TemporaryDirectory(prefix="reload-") as tmp:
         root = Path(tmp)

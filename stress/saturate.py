@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from app import repository
 from stress.process import ROOT, service
 
 MIX = {"photos": 8, "json": 3, "bombs": 2}
@@ -94,9 +95,7 @@ def main() -> None:
     parser.add_argument("--task", default="flowers")
     parser.add_argument("--probes", type=int, default=200)
     args = parser.parse_args()
-    meta = json.loads(
-        max((args.model_dir / args.task).glob("*/metadata.json"), key=lambda p: int(p.parent.name)).read_text()
-    )
+    meta = json.loads((repository.discover(args.model_dir)[args.task] / "metadata.json").read_text())
     env = {"APP_MODEL_DIR": str(args.model_dir), "APP_LOG_LEVEL": "error"}
     with service(env) as live:
         result = probe_under_load(live.url, args.task, meta["input"]["height"], probes=args.probes)
