@@ -95,6 +95,7 @@ def test_connections_beyond_the_cap_are_refused_with_503(real_model_dir: Path) -
         assert _predict_ok(live)  # the slots came back
 
 
+@pytest.mark.usefixtures("frozen_test_heap")
 def test_health_answers_within_100_ms_while_the_service_is_saturated(real_model_dir: Path) -> None:
     """Photos, 3 MB JSON tensors (parsed in the parser process) and decode bombs (the large lane), all at
     once from another process; /healthz and /readyz are probed throughout."""
@@ -106,6 +107,7 @@ def test_health_answers_within_100_ms_while_the_service_is_saturated(real_model_
     assert result["max_ms"] < 100
 
 
+@pytest.mark.usefixtures("frozen_test_heap")
 def test_sigterm_drains_without_losing_an_accepted_request(real_model_dir: Path) -> None:
     env = {"APP_MODEL_DIR": str(real_model_dir), "APP_LOG_LEVEL": "warning", "APP_DRAIN_S": "2"}
     with service(env) as live:
