@@ -42,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from app import repository
 from stress.process import ROOT, Live, free_port, service
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -239,7 +240,7 @@ def kill(
 def publish(
     env: dict[str, str], task: str, photo: bytes, clients: int, model_dir: Path, replicas: int = 3
 ) -> dict[str, Any]:
-    versions_before = sorted(int(p.name) for p in (model_dir / task).iterdir() if p.name.isdigit())
+    versions_before = sorted(repository.Repository(model_dir).layout()[task])
     with _cluster(env, replicas) as cluster, Load(cluster.url, task, photo, clients) as load:
         time.sleep(2)
         new = versions_before[-1] + 1

@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 
 from app.imaging import ImageSpec
+from app.model import Outputs
 from training import ood, ood_sets
 from training.common import TrainingError, predict_in_batches
 
 log = logging.getLogger("training")
-
-Outputs = dict[str, np.ndarray]
 
 
 @dataclass
