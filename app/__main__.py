@@ -1,9 +1,9 @@
-"""`python -m app`: serve with uvicorn (guarded and draining, see `app.server`) on `Settings`."""
+"""`python -m app`: serve with uvicorn (guarded and draining, see `app.http.server`) on `Settings`."""
 
 from __future__ import annotations
 
-from app.config import Settings
-from app.server import build
+from app.core.settings import Settings
+from app.http.server import build
 
 
 def main() -> None:

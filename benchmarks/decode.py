@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from app.imaging import ImageSpec, load_image
+from app.core.imaging import ImageSpec, load_image
 from benchmarks.timing import median_ms
 
 SPEC = ImageSpec(height=224, width=224, channels=3)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app import runtimes
-from app.config import Settings
-from app.repository import discover
-from app.service import preprocess
+from app.core import runtimes
+from app.core.repository import discover
+from app.core.service import preprocess
+from app.core.settings import Settings
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Inference time of each served model on this machine, per runtime: one image, and a batch of 32 (median
 of `--repeats` calls after a warm-up; uint8 input already decoded and resized), with each runtime's largest
-difference from the SavedModel on that random batch (relative, as `app.runtimes` checks it at load).
+difference from the SavedModel on that random batch (relative, as `app.core.runtimes` checks it at load).
 
     python -m benchmarks.models                                  # TensorFlow (frozen, as served) and OpenVINO
     python -m benchmarks.models --runtime tensorflow --no-freeze # the SavedModels as exported
@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from app import runtimes
-from app.config import Settings
-from app.model import PROBABILITIES, LoadedModel, max_difference
-from app.repository import discover
-from app.runtimes import timing
+from app.core import runtimes
+from app.core.model import PROBABILITIES, LoadedModel, max_difference
+from app.core.repository import discover
+from app.core.runtimes import timing
+from app.core.settings import Settings
 from benchmarks import machine
 from benchmarks.timing import median_ms
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app import repository
+from app.core import repository
 from benchmarks import machine
 from stress.process import free_port, service
 from stress.venvs import ensure

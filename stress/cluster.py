@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from app import repository
+from app.core import repository
 from stress.process import ROOT, Live, free_port, service
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"

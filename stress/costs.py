@@ -1,4 +1,4 @@
-"""Does `app.imaging.decode_cost` bound what decoding really takes? For each bomb image of
+"""Does `app.core.imaging.decode_cost` bound what decoding really takes? For each bomb image of
 `stress.bombs`, the estimate from the header against the peak resident memory that `decode` added,
 measured in a fresh process per image (Linux's VmHWM, reset just before decoding).
 
@@ -21,7 +21,7 @@ def measure(name: str, height: int = 224, width: int = 224) -> dict[str, float]:
     code = f"""
 import json, re
 from stress import bombs
-from app.imaging import ImageSpec, decode, open_image
+from app.core.imaging import ImageSpec, decode, open_image
 def peak():
     return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
 data = bombs.{name}()

@@ -21,8 +21,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from app.errors import ClientError
-from app.imaging import ImageSpec, load_image
+from app.core.errors import ClientError
+from app.core.imaging import ImageSpec, load_image
 from stress.process import ROOT, service
 
 

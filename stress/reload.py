@@ -5,7 +5,7 @@ over the cycles instead of growing with each one.
     python -m stress.reload --cycles 20          # flowers, its latest committed version, 8 clients
 
 Each cycle copies the model to a hidden staging name, sets the version in its metadata, renames it into
-place (the safe way to publish, see `app.repository`), waits until the service answers with it, removes
+place (the safe way to publish, see `app.core.repository`), waits until the service answers with it, removes
 the previous version directory, and reads the service's resident memory once the old version is released.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from app import repository
+from app.core import repository
 from stress.process import ROOT, service
 
 

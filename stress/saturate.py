@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app import repository
+from app.core import repository
 from stress.process import ROOT, service
 
 MIX = {"photos": 8, "json": 3, "bombs": 2}

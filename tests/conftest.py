@@ -27,10 +27,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.config import Settings
-from app.imaging import ImageSpec
-from app.main import create_app
-from app.model import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
+from app.core.imaging import ImageSpec
+from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
+from app.core.settings import Settings
+from app.http.application import create_app
 
 LABELS = ["dark", "light"]
 OOD_THRESHOLD = 0.2

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.config import Settings
-from app.main import create_app
+from app.core.settings import Settings
+from app.http.application import create_app
 from tests.conftest import FakeLoader, image_bytes, started, write_model_dir
 
 BLACK = image_bytes((0, 0, 0))

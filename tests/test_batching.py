@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from app.batching import MicroBatcher
-from app.errors import InferenceError, NotReady, Overloaded
+from app.core.batching import MicroBatcher
+from app.core.errors import InferenceError, NotReady, Overloaded
 
 
 class Recorder:

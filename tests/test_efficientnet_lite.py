@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.imaging import ImageSpec, load_image
+from app.core.imaging import ImageSpec, load_image
 from training.efficientnet_lite import INPUT_MEAN, INPUT_STD, default_weights_path, efficientnet_lite0
 from training.torch_legacy import load_state_dict
 

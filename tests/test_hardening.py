@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import decoding
-from app.config import Settings
-from app.decoding import Decoder
-from app.errors import Overloaded, PayloadTooLarge
-from app.imaging import ImageSpec
-from app.metrics import Metrics
+from app.core import decoding
+from app.core.decoding import Decoder
+from app.core.errors import Overloaded, PayloadTooLarge
+from app.core.imaging import ImageSpec
+from app.core.metrics import Metrics
+from app.core.settings import Settings
 from tests.conftest import image_bytes
 
 PNG = base64.b64encode(image_bytes((0, 0, 0))).decode()
@@ -39,7 +39,7 @@ def test_a_lone_surrogate_is_a_clear_422_not_a_500(client) -> None:
 
 
 def test_responses_that_echo_a_surrogate_are_still_json() -> None:
-    from app.main import SafeJSONResponse
+    from app.http.application import SafeJSONResponse
 
     rendered = SafeJSONResponse({"filename": "a\udfffb.png"}).body
     assert rendered == b'{"filename":"a\\udfffb.png"}'

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.errors import InvalidImage, PayloadTooLarge, UnsupportedImageType
-from app.imaging import ImageSpec, load_image
+from app.core.errors import InvalidImage, PayloadTooLarge, UnsupportedImageType
+from app.core.imaging import ImageSpec, load_image
 
 RGB = ImageSpec(height=8, width=12, channels=3)
 GRAY = ImageSpec(height=8, width=8, channels=1)

@@ -140,7 +140,7 @@ def test_a_failed_version_is_logged_once_and_retried_when_its_files_change(
 ) -> None:
     client = make_client(model_poll_s=0.05)
     broken = publish(model_dir, 2, labels=["only one"])
-    with caplog.at_level(logging.ERROR, logger="app.registry"):
+    with caplog.at_level(logging.ERROR, logger="app.core.registry"):
         time.sleep(0.6)  # about ten polls
     assert caplog.text.count("refusing model shades v2") == 1
     assert predict(client).json()["model_version"] == 1

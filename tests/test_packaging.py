@@ -33,7 +33,12 @@ def test_the_wheel_carries_the_packages_their_data_and_the_metadata(wheel: Path)
         info = next(n for n in names if n.endswith(".dist-info/METADATA"))
         metadata = Parser().parsestr(archive.read(info).decode())
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert {"app/main.py", "app/static/index.html", "training/flowers.py", "app/runtimes/tensorflow.py"} <= names
+    assert {
+        "app/http/application.py",
+        "app/http/static/index.html",
+        "training/flowers.py",
+        "app/core/runtimes/tensorflow.py",
+    } <= names
     assert not any(n.startswith(("models/", "tests/", "benchmarks/")) for n in names)  # models are data, not code
     assert metadata["Name"] == "image-classifier-service" and metadata["Requires-Python"] == "<3.12,>=3.11"
     requires = metadata.get_all("Requires-Dist")

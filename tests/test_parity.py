@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 
-from app.config import Settings
-from app.imaging import ImageSpec
-from app.main import create_app
-from app.model import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
+from app.core.imaging import ImageSpec
+from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
+from app.core.settings import Settings
+from app.http.application import create_app
 from tests.conftest import metadata, wait_ready
 from training.common import load_image_folder
 

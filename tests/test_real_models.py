@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app import runtimes
-from app.config import Settings
-from app.main import create_app
-from app.model import PROBABILITIES, max_difference
-from app.repository import discover
-from app.runtimes import openvino
-from app.runtimes.tensorflow import load_saved_model
-from app.service import preprocess
+from app.core import runtimes
+from app.core.model import PROBABILITIES, max_difference
+from app.core.repository import discover
+from app.core.runtimes import openvino
+from app.core.runtimes.tensorflow import load_saved_model
+from app.core.service import preprocess
+from app.core.settings import Settings
+from app.http.application import create_app
 from tests.conftest import image_bytes, wait_ready
 
 MODELS = Path(__file__).resolve().parents[1] / "models"

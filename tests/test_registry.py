@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.imaging import ImageSpec
-from app.model import OOD_SCORE, PROBABILITIES, ModelLoadError
-from app.repository import discover
-from app.runtimes import tensorflow as registry
-from app.runtimes.tensorflow import load_saved_model
+from app.core.imaging import ImageSpec
+from app.core.model import OOD_SCORE, PROBABILITIES, ModelLoadError
+from app.core.repository import discover
+from app.core.runtimes import tensorflow as registry
+from app.core.runtimes.tensorflow import load_saved_model
 from tests.conftest import export_tiny_model, metadata
 
 SPEC = ImageSpec(height=8, width=8, channels=3)
@@ -88,7 +88,7 @@ def test_freezing_falls_back_to_the_savedmodel_when_outputs_differ(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(registry, "_FREEZE_TOLERANCE", -1.0)  # any difference, even 0, counts as too large
-    with caplog.at_level(logging.WARNING, logger="app.registry"):
+    with caplog.at_level(logging.WARNING, logger="app.core.registry"):
         model = load_saved_model(tiny_model_dir(tmp_path))
     assert not model.frozen
     assert "serving the SavedModel unfrozen (frozen outputs differ by" in caplog.text

@@ -1,4 +1,4 @@
-"""Runtime choice (`app.runtimes`): OpenVINO serves only where every output matches the SavedModel's;
+"""Runtime choice (`app.core.runtimes`): OpenVINO serves only where every output matches the SavedModel's;
 `auto` times the runtimes that match; int8 only where its recorded accuracy allows."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import runtimes
-from app.config import Settings
-from app.model import OOD_SCORE, PROBABILITIES, ModelLoadError
-from app.runtimes import openvino
+from app.core import runtimes
+from app.core.model import OOD_SCORE, PROBABILITIES, ModelLoadError
+from app.core.runtimes import openvino
+from app.core.settings import Settings
 from tests.conftest import export_tiny_model
 
 pytest.importorskip("openvino", reason="pip install openvino (a runtime dependency: make install)")
@@ -82,7 +82,7 @@ def test_a_runtime_that_differs_is_refused_or_passed_over(version_dir: Path, mon
 def test_int8_serves_only_with_a_recorded_accuracy_close_to_fp32(
     version_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="app.runtimes"):
+    with caplog.at_level(logging.WARNING, logger="app.core.runtimes"):
         model = runtimes.load(version_dir, settings=Settings(precision="int8"))
     assert model.precision == "fp32" and "no int8 model recorded" in caplog.text
     meta_path = version_dir / "metadata.json"
@@ -90,7 +90,7 @@ def test_int8_serves_only_with_a_recorded_accuracy_close_to_fp32(
     meta["quantization"] = {"int8": {"test_accuracy": 0.90, "fp32_test_accuracy": 0.92}}
     meta_path.write_text(json.dumps(meta))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="app.runtimes"):
+    with caplog.at_level(logging.WARNING, logger="app.core.runtimes"):
         model = runtimes.load(version_dir, settings=Settings(precision="int8"))
     assert model.precision == "fp32" and "2.00 points below fp32's" in caplog.text
 

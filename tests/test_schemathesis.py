@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from app.config import Settings
-from app.main import create_app
+from app.core.settings import Settings
+from app.http.application import create_app
 from tests.conftest import FakeLoader, wait_ready, write_model_dir
 
 

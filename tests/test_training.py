@@ -334,8 +334,8 @@ def _quantized_tiny_rps(tmp_path: Path, *options: str) -> tuple[Path, dict[str, 
 
 
 def test_quantize_writes_an_int8_model_that_serves_and_records_its_accuracy(tmp_path: Path) -> None:
-    from app import runtimes
-    from app.config import Settings
+    from app.core import runtimes
+    from app.core.settings import Settings
 
     version_dir, record = _quantized_tiny_rps(tmp_path)
     assert (version_dir / "int8" / "model.xml").is_file() and (version_dir / "int8" / "model.bin").is_file()

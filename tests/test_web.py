@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from app.config import Settings
-from app.main import create_app
+from app.core.settings import Settings
+from app.http.application import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "out" / "screenshots"

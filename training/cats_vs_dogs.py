@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from app.imaging import ImageSpec
+from app.core.imaging import ImageSpec
 from training import common, transfer
 
 TASK = "cats_vs_dogs"

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import ClientError
-from app.imaging import ImageSpec, load_image
+from app.core.errors import ClientError
+from app.core.imaging import ImageSpec, load_image
 from training.ood import METHODS, Detector, block_names, is_block
 from training.ood import threshold as ood_threshold
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.imaging import ImageSpec
-from app.model import ModelMetadata, read_metadata
-from app.repository import Repository
+from app.core.imaging import ImageSpec
+from app.core.model import ModelMetadata, read_metadata
+from app.core.repository import Repository
 from training import common
 
 
@@ -39,7 +39,7 @@ class Exported:
 
 def version_dir(model_dir: Path, task: str, version: int | None = None) -> Path:
     """`model_dir/task/version`, the highest version when `version` is None: the versions the service
-    would find there (`app.repository`)."""
+    would find there (`app.core.repository`)."""
     versions = Repository(model_dir).layout().get(task, {})
     if not versions:
         raise common.TrainingError(f"no exported version in {model_dir / task}")

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from app.imaging import ImageSpec
+from app.core.imaging import ImageSpec
 from training import common
 
 TASK = "fashion_mnist"

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from app.imaging import ImageSpec
+from app.core.imaging import ImageSpec
 from training import common, transfer
 
 TASK = "flowers"

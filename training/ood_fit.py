@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from app.imaging import ImageSpec
-from app.model import Outputs
+from app.core.imaging import ImageSpec
+from app.core.model import Outputs
 from training import ood, ood_sets
 from training.common import TrainingError, predict_in_batches
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from app.errors import ClientError
-from app.imaging import ImageSpec, load_image
+from app.core.errors import ClientError
+from app.core.imaging import ImageSpec, load_image
 from training import common
 
 log = logging.getLogger("training")

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from app.model import OOD_SCORE, PROBABILITIES
-from app.runtimes.openvino import INT8_DIR, INT8_MODEL
-from app.runtimes.openvino import load as load_openvino
+from app.core.model import OOD_SCORE, PROBABILITIES
+from app.core.runtimes.openvino import INT8_DIR, INT8_MODEL
+from app.core.runtimes.openvino import load as load_openvino
 from training import common, exported, ood_sets
 from training.ood import evaluate, threshold
 

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from app.imaging import ImageSpec
+from app.core.imaging import ImageSpec
 from training import common, efficientnet_lite
 
 HEAD_LEARNING_RATE = 1e-3

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from app.config import Settings
-from app.model import PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, max_difference, probe_batch
-from app.runtimes import openvino, tensorflow
-from app.runtimes.timing import best_seconds
+from app.core.model import PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, max_difference, probe_batch
+from app.core.runtimes import openvino, tensorflow
+from app.core.runtimes.timing import best_seconds
+from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-4

@@ -4,7 +4,7 @@ for the CPU, fusing and vectorising further than TensorFlow's own kernels do.
 Executed in fp32 (`INFERENCE_PRECISION_HINT`): OpenVINO would otherwise pick bf16 on CPUs that have it and
 move the outputs by ~1e-2. `precision="bf16"` asks for bf16 explicitly. `precision="int8"` serves the
 quantized model that `python -m training.quantize` wrote beside the SavedModel (`int8/model.xml`).
-The calling module (`app.runtimes`) checks every output against the SavedModel's before serving it.
+The calling module (`app.core.runtimes`) checks every output against the SavedModel's before serving it.
 
 Static batch shapes, in chunks: with a dynamic batch dimension the CPU plugin redoes shape inference and
 memory planning on every call; compiled for one static batch size it runs the same model 5-7% faster per
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from app.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoadError, Outputs
-from app.runtimes.timing import fastest_rounds
-from app.schemas import ModelMetadata
+from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoadError, Outputs
+from app.core.runtimes.timing import fastest_rounds
+from app.core.schemas import ModelMetadata
 
 INT8_DIR = "int8"
 INT8_MODEL = "model.xml"

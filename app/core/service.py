@@ -1,7 +1,7 @@
 """What the routes talk to: the models, their batchers, the decode pool, and the three pipeline steps.
 
 The pipeline is split as TorchServe's handlers split it: `preprocess` (bytes -> uint8 array, decoded off the
-event loop within a memory budget by `app.decoding`), `infer` (through the model's micro-batcher, the only
+event loop within a memory budget by `app.core.decoding`), `infer` (through the model's micro-batcher, the only
 shared step) and `postprocess` (outputs -> labelled confidences). All are plain functions of their inputs.
 """
 
@@ -16,17 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from app.batching import MicroBatcher
-from app.config import Settings
-from app.decoding import Decoder
-from app.errors import NotFound, PayloadTooLarge
-from app.imaging import ImageSpec, load_image
-from app.metrics import Metrics
-from app.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, Outputs
-from app.registry import Registry, Served
-from app.repository import Repository
-from app.schemas import LabelConfidence, Prediction
-from app.tensors import Images
+from app.core.batching import MicroBatcher
+from app.core.decoding import Decoder
+from app.core.errors import NotFound, PayloadTooLarge
+from app.core.imaging import ImageSpec, load_image
+from app.core.metrics import Metrics
+from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, Outputs
+from app.core.registry import Registry, Served
+from app.core.repository import Repository
+from app.core.schemas import LabelConfidence, Prediction
+from app.core.settings import Settings
+from app.core.tensors import Images
 
 log = logging.getLogger(__name__)
 _INFER_THREADS = 32
@@ -35,7 +35,7 @@ _INFER_THREADS = 32
 # --------------------------------------------------------------------------------- pipeline steps
 def preprocess(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:
     """Image file bytes -> the model's uint8 input (the same function training used; the service runs it
-    in two halves, through `app.decoding.Decoder`, to budget the decode's memory)."""
+    in two halves, through `app.core.decoding.Decoder`, to budget the decode's memory)."""
     return load_image(data, spec, max_pixels=max_pixels)
 
 
@@ -196,7 +196,7 @@ class ModelService:
 
     # --------------------------------------------------------------------------------- the pipeline
     async def preprocess(self, task: str, data: bytes, spec: ImageSpec, name: str) -> np.ndarray:
-        """Decode off the event loop within the decode budget (see `app.decoding`); errors name `name`."""
+        """Decode off the event loop within the decode budget (see `app.core.decoding`); errors name `name`."""
         return await self.decoder(task, data, spec, name)
 
     def admit(self, task: str, count: int, version: int | None = None) -> None:

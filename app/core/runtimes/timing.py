@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from app.model import Outputs
+from app.core.model import Outputs
 
 
 def best_seconds(

@@ -3,7 +3,7 @@
 - **Header timeout** (`header_timeout_s`): uvicorn waits for a request's headers for as long as the client
   likes, so 300 half-sent headers hold 300 connections forever. Here a connection whose headers have not
   all arrived within the timeout (from connecting, or from the first byte of the next keep-alive request)
-  gets 408 and is closed. The body has its own timeout (`app.middleware.BodyTimeout`); idle keep-alive
+  gets 408 and is closed. The body has its own timeout (`app.http.middleware.BodyTimeout`); idle keep-alive
   connections close after `keep_alive_s` (uvicorn's own timer).
 - **Connection cap** (`max_connections`): a connection beyond it is answered 503 with Retry-After at once
   and closed, instead of queueing without bound.
@@ -28,9 +28,9 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app import logs
-from app.config import Settings
-from app.main import create_app
+from app.core.settings import Settings
+from app.http import logs
+from app.http.application import create_app
 
 log = logging.getLogger(__name__)
 _LINGER_S = 1.0

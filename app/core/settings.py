@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # In a checkout, the committed models; installed as a package, ./models of the working directory.
-_REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+_REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 _DEFAULT_MODELS = _REPO_MODELS if _REPO_MODELS.is_dir() else Path("models")
 
 

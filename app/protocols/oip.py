@@ -7,7 +7,7 @@ tensor data extension), decoded exactly like uploads, or `UINT8` [n, H, W, C] pi
 calibrated probabilities [n, classes] and, for models with an out-of-distribution score, `ood_score` [n]
 (flag an image when it is above the threshold of `GET /models/{task}`). The body is JSON whatever its
 Content-Type says, may be gzip- or deflate-compressed, and follows the binary tensor data extension
-(`app.oip`) when `Inference-Header-Content-Length` is set. Errors are `{"error": "..."}`.
+(`app.protocols.oip_codec`) when `Inference-Header-Content-Length` is set. Errors are `{"error": "..."}`.
 """
 
 from __future__ import annotations
@@ -19,19 +19,19 @@ import numpy as np
 from fastapi import APIRouter, Path, Request, Response
 
 from app import DISTRIBUTION, service_version
-from app.bodies import read_body
-from app.errors import InvalidRequest, NotReady, PayloadTooLarge
-from app.model import OOD_SCORE, PROBABILITIES
-from app.oip import HEADER_LENGTH, InferRequest, infer_response, parse_infer_request
-from app.routes import error_responses, get_and_head
-from app.schemas import V2Error, V2InferResponse, V2ModelMetadata, V2ServerMetadata, V2TensorMetadata
-from app.service import ModelService
+from app.core.errors import InvalidRequest, NotReady, PayloadTooLarge
+from app.core.model import OOD_SCORE, PROBABILITIES
+from app.core.schemas import V2Error, V2InferResponse, V2ModelMetadata, V2ServerMetadata, V2TensorMetadata
+from app.core.service import ModelService
+from app.protocols.bodies import read_body
+from app.protocols.native import error_responses, get_and_head
+from app.protocols.oip_codec import HEADER_LENGTH, InferRequest, infer_response, parse_infer_request
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 ERRORS = error_responses(V2Error)
 MODEL_ERRORS = error_responses(V2Error, 404, 503)
 # The request body is read and parsed by the route itself (off the event loop when large), so its schema is
-# declared here, and its definitions join the document's components (`app.main` adds SCHEMAS).
+# declared here, and its definitions join the document's components (`app.http.application` adds SCHEMAS).
 _REQUEST = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 SCHEMAS = {**_REQUEST.pop("$defs", {}), "InferRequest": _REQUEST}
 INFER_REQUEST_SCHEMA = {"$ref": "#/components/schemas/InferRequest"}

@@ -22,15 +22,15 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Request
 
-from app.bodies import read_body
-from app.errors import InvalidRequest, NotFound
-from app.imaging import ImageSpec
-from app.model import OOD_SCORE, PROBABILITIES, LoadedModel
-from app.registry import State
-from app.routes import error_responses
-from app.schemas import V2Error
-from app.service import ModelService
-from app.tensors import Images, b64_file, nested_shape, uint8_pixels
+from app.core.errors import InvalidRequest, NotFound
+from app.core.imaging import ImageSpec
+from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel
+from app.core.registry import State
+from app.core.schemas import V2Error
+from app.core.service import ModelService
+from app.core.tensors import Images, b64_file, nested_shape, uint8_pixels
+from app.protocols.bodies import read_body
+from app.protocols.native import error_responses
 
 router = APIRouter(prefix="/v1/models", tags=["tensorflow-serving"])
 VersionPath = Annotated[int, Path(ge=1, description="a model version")]

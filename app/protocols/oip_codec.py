@@ -22,9 +22,9 @@ import numpy as np
 from fastapi import Response
 from pydantic import BaseModel, ValidationError
 
-from app.errors import InvalidRequest
-from app.imaging import ImageSpec
-from app.tensors import Images, b64_file, uint8_pixels, validation_message
+from app.core.errors import InvalidRequest
+from app.core.imaging import ImageSpec
+from app.core.tensors import Images, b64_file, uint8_pixels, validation_message
 
 HEADER_LENGTH = "inference-header-content-length"
 ALL = "*"  # in `ParsedInfer.binary`: every output as binary data

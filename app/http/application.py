@@ -22,15 +22,20 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from app import admin, logs, memory, routes, runtimes, service_version, tfserving, v2
-from app.admission import BodyBudget, InflightBodies, ShedLoad
-from app.bodies import JsonParser
-from app.config import Settings
-from app.errors import ServiceError, Unavailable, status_code
-from app.metrics import Metrics
-from app.middleware import BodySizeLimit, BodyTimeout, CloseWhileDraining, RequestMetrics
-from app.model import ModelLoader
-from app.service import ModelService
+from app import service_version
+from app.core import memory, runtimes
+from app.core.errors import ServiceError, Unavailable, status_code
+from app.core.metrics import Metrics
+from app.core.model import ModelLoader
+from app.core.service import ModelService
+from app.core.settings import Settings
+from app.http import admin, logs
+from app.http.admission import BodyBudget, InflightBodies, ShedLoad
+from app.http.middleware import BodySizeLimit, BodyTimeout, CloseWhileDraining, RequestMetrics
+from app.protocols import native as routes
+from app.protocols import oip as v2
+from app.protocols import tfserving
+from app.protocols.bodies import JsonParser
 
 log = logging.getLogger(__name__)
 _STATIC = Path(__file__).resolve().parent / "static"
@@ -77,7 +82,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.json_parser = JsonParser(inline_bytes=_INLINE_JSON_BYTES)
-    app.state.draining = False  # set by app.server on SIGTERM
+    app.state.draining = False  # set by app.http.server on SIGTERM
     # Outermost last: metrics see every answer, refusals happen before any body byte is read.
     app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
@@ -181,7 +186,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     422 it adds for validated parameters described as what this service sends: `{"detail": reason}`, or
     `{"error": reason}` under /v1/ and /v2/ (see `_install_error_handlers`)."""
     if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         schema["components"]["schemas"].update(v2.SCHEMAS)
         schema["components"]["schemas"].pop("HTTPValidationError", None)
         schema["components"]["schemas"].pop("ValidationError", None)

@@ -1,8 +1,8 @@
 """Images as the JSON protocols carry them, checked strictly and reduced to what the pipeline takes.
 
-Both the Open Inference Protocol (`app.v2`) and TensorFlow Serving's REST API (`app.tfserving`) send
+Both the Open Inference Protocol (`app.protocols.oip`) and TensorFlow Serving's REST API (`app.protocols.tfserving`) send
 either encoded image files (base64) or pixels as nested JSON lists. These helpers run in the JSON parser
-process (`app.bodies`), so their per-element work never holds the service's GIL; every fault is
+process (`app.protocols.bodies`), so their per-element work never holds the service's GIL; every fault is
 `InvalidRequest` (422) naming what is wrong.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from app.errors import InvalidRequest
-from app.imaging import ImageSpec
+from app.core.errors import InvalidRequest
+from app.core.imaging import ImageSpec
 
 
 @dataclass

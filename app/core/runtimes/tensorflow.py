@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from app.model import (
+from app.core.model import (
     OOD_SCORE,
     PROBABILITIES,
     LoadedModel,
@@ -24,8 +24,8 @@ from app.model import (
     probe_batch,
     read_metadata,
 )
-from app.runtimes.timing import best_seconds
-from app.schemas import ModelMetadata
+from app.core.runtimes.timing import best_seconds
+from app.core.schemas import ModelMetadata
 
 log = logging.getLogger(__name__)
 

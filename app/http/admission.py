@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import Unavailable
-from app.middleware import reject
+from app.core.errors import Unavailable
+from app.http.middleware import reject
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class ShedLoad:
 
 @dataclass
 class BodyBudget:
-    """Bytes of request bodies in flight now, out of `capacity`, and admitted ever (`app.memory` watches
+    """Bytes of request bodies in flight now, out of `capacity`, and admitted ever (`app.core.memory` watches
     that to know whether there is anything to give back)."""
 
     capacity: int

@@ -16,12 +16,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 
-from app.bodies import read_body
-from app.errors import Forbidden, InvalidRequest, LoadFailed, UnknownTask
-from app.registry import State
-from app.schemas import V2Error
-from app.service import ModelService
-from app.tensors import validation_message
+from app.core.errors import Forbidden, InvalidRequest, LoadFailed, UnknownTask
+from app.core.registry import State
+from app.core.schemas import V2Error
+from app.core.service import ModelService
+from app.core.tensors import validation_message
+from app.protocols.bodies import read_body
 
 router = APIRouter(prefix="/v2/repository", tags=["kserve-v2-repository"])
 _SMALL_BODY_BYTES = 64 * 1024

@@ -22,8 +22,8 @@ from typing import TypeVar
 
 from fastapi import Request
 
-from app.errors import InvalidRequest, PayloadTooLarge, Unavailable, UnsupportedEncoding
-from app.memory import call_and_trim
+from app.core.errors import InvalidRequest, PayloadTooLarge, Unavailable, UnsupportedEncoding
+from app.core.memory import call_and_trim
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """What is served: the loaded versions of every task, kept in step with the repository on disk.
 
 Policy (TensorFlow Serving's `latest`): each task serves its `versions_served` highest versions that load.
-A poll (`poll`, every `model_poll_s`) compares that with the disk (`app.repository`) and then:
+A poll (`poll`, every `model_poll_s`) compares that with the disk (`app.core.repository`) and then:
 
 - loads a new, settled version in the background (one load at a time), validates and warms it up while
   the current versions keep serving, then switches atomically: requests that already hold a version
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from app.batching import MicroBatcher
-from app.errors import NotFound, NotReady, UnknownTask
-from app.model import LoadedModel, ModelLoader, ModelLoadError
-from app.repository import Fingerprint, Repository, VersionOnDisk
+from app.core.batching import MicroBatcher
+from app.core.errors import NotFound, NotReady, UnknownTask
+from app.core.model import LoadedModel, ModelLoader, ModelLoadError
+from app.core.repository import Fingerprint, Repository, VersionOnDisk
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import InvalidImage, PayloadTooLarge, UnsupportedImageType
+from app.core.errors import InvalidImage, PayloadTooLarge, UnsupportedImageType
 
 # MPO is what many phone cameras write: a JPEG with extra preview frames.
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP"})

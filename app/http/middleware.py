@@ -1,6 +1,6 @@
 """Pure ASGI middleware: the request-body byte limit and time limit, `Connection: close` while draining,
 and per-request Prometheus metrics. Admission control (refusing work before the body is read) is in
-`app.admission`."""
+`app.http.admission`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.metrics import Metrics
+from app.core.metrics import Metrics
 
 
 class BodySizeLimit:
@@ -103,7 +103,7 @@ class CloseWhileDraining:
 
 async def reject(scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
     """Answer with an error body without reading the request body."""
-    from app.main import error_response  # one place builds error bodies
+    from app.http.application import error_response  # one place builds error bodies
 
     response = error_response(scope.get("path", ""), status, detail, headers)
     await response(scope, _empty_receive, send)

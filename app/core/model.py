@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from app.imaging import ImageSpec
-from app.schemas import ModelMetadata
+from app.core.imaging import ImageSpec
+from app.core.schemas import ModelMetadata
 
 PROBABILITIES = "probabilities"
 OOD_SCORE = "ood_score"
@@ -35,8 +35,8 @@ class LoadedModel:
     path: Path
     predict: Callable[[np.ndarray], Outputs]
     handle: Any = None  # keeps what `predict` runs alive (the SavedModel, a compiled model)
-    frozen: bool = False  # `predict` runs the frozen signature (see `app.runtimes.tensorflow`)
-    runtime: str = "tensorflow"  # what runs `predict` (see `app.runtimes`)
+    frozen: bool = False  # `predict` runs the frozen signature (see `app.core.runtimes.tensorflow`)
+    runtime: str = "tensorflow"  # what runs `predict` (see `app.core.runtimes`)
     precision: str = "fp32"
     runtime_note: str = ""  # why this runtime serves the model
     ood_threshold_override: float | None = None  # the int8 model's own threshold (training.quantize)

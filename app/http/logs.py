@@ -3,7 +3,7 @@ loggers share one format (`APP_LOG_FORMAT`: text, or one JSON object per line), 
 while a request is handled carries its request ID (`request_id`; "-" outside requests).
 
 TensorFlow's C++ side (and absl's) writes to file descriptor 2 directly, and some of its start-up lines
-ignore TF_CPP_MIN_LOG_LEVEL. For JSON logs the server (`app.server`) routes that descriptor through a
+ignore TF_CPP_MIN_LOG_LEVEL. For JSON logs the server (`app.http.server`) routes that descriptor through a
 pipe and turns each of its lines into a JSON record of the logger `native` (`capture_native_stderr`).
 """
 
@@ -18,7 +18,7 @@ from typing import IO
 from asgi_correlation_id import CorrelationIdFilter
 from pythonjsonlogger.json import JsonFormatter
 
-from app.config import Settings
+from app.core.settings import Settings
 
 _HANDLER_NAME = "app"
 _NATIVE_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}

@@ -2,7 +2,7 @@
 
 A 78 KB PNG can hold 40 megapixels of 16-bit gray, so the size of an upload says little about what
 decoding it costs. Every image is first opened (header only) and its cost computed
-(`app.imaging.decode_cost`, an upper bound of the bytes the decode holds at once). Then:
+(`app.core.imaging.decode_cost`, an upper bound of the bytes the decode holds at once). Then:
 
 - an image costing more than `max_decode_bytes` is refused (413) before a pixel is decoded;
 - a small image (at most `small_decode_bytes`: every photo, thanks to JPEG draft decoding) is decoded at
@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from app.config import Settings
-from app.errors import ClientError, Overloaded
-from app.imaging import ImageSpec, decode, open_image
-from app.metrics import Metrics
+from app.core.errors import ClientError, Overloaded
+from app.core.imaging import ImageSpec, decode, open_image
+from app.core.metrics import Metrics
+from app.core.settings import Settings
 
 
 class Decoder:

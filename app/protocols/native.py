@@ -10,10 +10,10 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from app.errors import NotFound, NotReady, PayloadTooLarge
-from app.model import LoadedModel
-from app.schemas import Health, ModelSummary, PredictResponse, Problem
-from app.service import ModelService, postprocess
+from app.core.errors import NotFound, NotReady, PayloadTooLarge
+from app.core.model import LoadedModel
+from app.core.schemas import Health, ModelSummary, PredictResponse, Problem
+from app.core.service import ModelService, postprocess
 
 router = APIRouter()
 F = TypeVar("F", bound=Callable[..., Any])

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InferenceError, NotReady, Overloaded
+from app.core.errors import InferenceError, NotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
