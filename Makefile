@@ -37,6 +37,7 @@ lint: install
 	$(VENV)/bin/ruff check app training tests benchmarks stress
 	$(VENV)/bin/ruff format --check app training tests benchmarks stress
 	$(VENV)/bin/mypy app training benchmarks stress
+	$(VENV)/bin/lint-imports
 
 test: install system-deps lint audit
 	$(PY) -m pytest

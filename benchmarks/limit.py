@@ -14,7 +14,7 @@ import numpy as np
 
 from app.core import runtimes
 from app.core.repository import discover
-from app.core.service import preprocess
+from app.core.imaging import load_image
 from app.core.settings import Settings
 
 
@@ -31,17 +31,17 @@ def main() -> None:
     model = runtimes.load(discover(args.model_dir)[args.task], settings=Settings(runtime=args.runtime))
     spec = model.spec
     files = [p.read_bytes() for p in args.photos]
-    model.predict(np.stack([preprocess(f, spec, 10**9) for f in files[:8]]))  # warm up
+    model.predict(np.stack([load_image(f, spec, max_pixels=10**9) for f in files[:8]]))  # warm up
 
     singles = []
     for data in files[:40]:
         started = time.perf_counter()
-        model.predict(preprocess(data, spec, 10**9)[None])
+        model.predict(load_image(data, spec, max_pixels=10**9)[None])
         singles.append(time.perf_counter() - started)
     decode = []
     for data in files[:40]:
         started = time.perf_counter()
-        preprocess(data, spec, 10**9)
+        load_image(data, spec, max_pixels=10**9)
         decode.append(time.perf_counter() - started)
 
     throughput: dict[str, float] = {}
@@ -52,7 +52,7 @@ def main() -> None:
             started = time.perf_counter()
             for offset in range(0, total, batch_size):
                 batch = [files[(offset + i) % len(files)] for i in range(batch_size)]
-                model.predict(np.stack([preprocess(f, spec, 10**9) for f in batch]))
+                model.predict(np.stack([load_image(f, spec, max_pixels=10**9) for f in batch]))
             best = max(best, total / (time.perf_counter() - started))
         throughput[str(batch_size)] = round(best, 1)
     best_batch = max(throughput, key=lambda k: throughput[k])

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,26 @@ def colourfulness(batch: np.ndarray) -> np.ndarray:
     return (spread.reshape(len(batch), -1).mean(axis=1) / 255.0).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class FakeCompiled:
+    """A runtime's compiled model (`app.core.model.Compiled`) that runs a Python function."""
+
+    function: Callable[[np.ndarray], Outputs]
+
+    def run(self, batch: np.ndarray) -> Outputs:
+        return self.function(batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"precision": "fp32", "frozen": False, "batch_sizes": None}
+
+
+def fake_model(path: Path, predict: Callable[[np.ndarray], Outputs]) -> LoadedModel:
+    """The version at `path` (its metadata read for real) served by `predict`, as TensorFlow would serve it."""
+    meta = read_metadata(path)
+    threshold = meta.ood.threshold if meta.ood is not None else None
+    return LoadedModel(meta, path, FakeCompiled(predict), "tensorflow", "", threshold)
+
+
 class FakeLoader:
     """Loads metadata for real; `predict` is `brightness` unless a test swaps it, plus `colourfulness` as
     `ood_score` when the metadata declares `ood`. Records batch sizes."""
@@ -131,7 +152,7 @@ class FakeLoader:
                 outputs[OOD_SCORE] = colourfulness(batch)
             return outputs
 
-        return LoadedModel(metadata=meta, path=path, predict=predict)
+        return fake_model(path, predict)
 
 
 @pytest.fixture(autouse=True)

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 
 from app.core.imaging import ImageSpec
-from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs, read_metadata
+from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs
 from app.core.settings import Settings
 from app.http.application import create_app
-from tests.conftest import metadata, wait_ready
+from tests.conftest import fake_model, metadata, wait_ready
 from training.common import load_image_folder
 
 
@@ -75,7 +75,7 @@ def test_training_and_serving_feed_the_model_identical_arrays(tmp_path: Path, ch
                 OOD_SCORE: np.zeros(len(batch), np.float32),
             }
 
-        return LoadedModel(metadata=read_metadata(path), path=path, predict=predict)
+        return fake_model(path, predict)
 
     with TestClient(create_app(Settings(model_dir=tmp_path / "models", max_batch_size=1), loader=loader)) as client:
         wait_ready(client)

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from app.core import runtimes
-from app.core.model import OOD_SCORE, PROBABILITIES, ModelLoadError
+from app.core.model import OOD_SCORE, PROBABILITIES, Compiled, ModelLoadError, ModelMetadata
 from app.core.runtimes import openvino
+from app.core.runtimes.base import RuntimeOptions
 from app.core.settings import Settings
-from tests.conftest import export_tiny_model
+from tests.conftest import FakeCompiled, export_tiny_model
 
 pytest.importorskip("openvino", reason="pip install openvino (a runtime dependency: make install)")
 
@@ -60,23 +61,25 @@ def test_a_batch_splits_into_compiled_sizes_without_padding(n: int, sizes: list[
 def test_auto_serves_the_fastest_runtime_that_matches_and_says_why(version_dir: Path) -> None:
     model = runtimes.load(version_dir, settings=Settings())
     assert model.runtime in ("tensorflow", "openvino")
-    assert "ms vs TensorFlow's" in model.runtime_note
+    assert "ms vs TensorFlow's" in model.why
+
+
+class Drifting:
+    """OpenVINO, with every output moved by 1e-3: a runtime registered in the table that does not match."""
+
+    name = "openvino"
+
+    def load(self, version_dir: Path, metadata: ModelMetadata, options: RuntimeOptions) -> Compiled:
+        exact = openvino.RUNTIME.load(version_dir, metadata, options)
+        return FakeCompiled(lambda batch: {k: v + 1e-3 for k, v in exact.run(batch).items()})
 
 
 def test_a_runtime_that_differs_is_refused_or_passed_over(version_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_load = openvino.load
-
-    def drifting(*args, **kwargs):
-        model = real_load(*args, **kwargs)
-        exact = model.predict
-        model.predict = lambda batch: {k: v + 1e-3 for k, v in exact(batch).items()}
-        return model
-
-    monkeypatch.setattr(openvino, "load", drifting)
+    monkeypatch.setitem(runtimes.RUNTIMES, "openvino", Drifting())
     with pytest.raises(ModelLoadError, match="differs from the SavedModel on the probe batch"):
         runtimes.load(version_dir, settings=Settings(runtime="openvino"))
     fallback = runtimes.load(version_dir, settings=Settings(runtime="auto"))
-    assert fallback.runtime == "tensorflow" and fallback.runtime_note.startswith("OpenVINO not used: openvino differs")
+    assert fallback.runtime == "tensorflow" and fallback.why.startswith("OpenVINO not used: openvino differs")
 
 
 def test_int8_serves_only_with_a_recorded_accuracy_close_to_fp32(

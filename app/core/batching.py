@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from app.core.errors import InferenceError, NotReady, Overloaded
+from app.core.errors import DeadlineExceeded, InferenceError, NotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class _Request:
 
     item: np.ndarray
     future: asyncio.Future[Any]
+    deadline: float | None = None  # loop time after which it is not run
     enqueued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -126,14 +127,15 @@ class MicroBatcher:
                 self._retry_after_s,
             )
 
-    async def submit(self, items: Sequence[np.ndarray]) -> list[Any]:
+    async def submit(self, items: Sequence[np.ndarray], *, deadline: float | None = None) -> list[Any]:
         """Queue `items` (all or none) and return their results in the same order.
 
         Raises `Overloaded` if the queue has no room for all of them, `NotReady` if the batcher is not
-        running, and `InferenceError` if the model call of their batch fails."""
+        running, `DeadlineExceeded` if the loop time passed `deadline` before their batch ran (they are not
+        run), and `InferenceError` if the model call of their batch fails."""
         self.check_capacity(len(items))
         loop = asyncio.get_running_loop()
-        requests = [_Request(item, loop.create_future()) for item in items]
+        requests = [_Request(item, loop.create_future(), deadline) for item in items]
         for request in requests:
             self._queue.put_nowait(request)
         try:
@@ -185,6 +187,9 @@ class MicroBatcher:
             batch.append(self._queue.get_nowait())
 
     async def _execute(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        late = [r for r in batch if r.deadline is not None and r.deadline <= now]
+        _fail(late, DeadlineExceeded("the request's deadline passed while it waited for the model"))
         live = [r for r in batch if not r.future.done()]  # skip requests whose clients disconnected
         if not live:
             return

@@ -1,5 +1,9 @@
 """Domain exceptions of the service and the one place that maps them to HTTP status codes.
 
+Everything raised for a request is a `ServiceError`; its class says what went wrong, its message why, in
+words a client can act on. Protocols map the classes to their own status codes (`status_code` for HTTP;
+each protocol module states its mapping once), never by matching messages.
+
 Hierarchy::
 
     ServiceError                      base of everything the service raises on purpose
@@ -16,9 +20,13 @@ Hierarchy::
     ├── Unavailable                   503 with Retry-After
     │   ├── NotReady                  the model is still loading, or the service is stopping
     │   └── Overloaded                the model's queue is full
+    ├── DeadlineExceeded              504 the caller's deadline passed before the model ran
     └── InferenceError                500 the model itself failed (never caused by client input)
 
-`imaging` and `training` raise these too, so they carry no FastAPI dependency.
+    ModelLoadError                    a model version cannot be served (logged and shown in the
+                                      repository index; never a request's answer by itself)
+
+`imaging` and `training` raise these too, so they carry no web framework dependency.
 """
 
 from __future__ import annotations
@@ -84,6 +92,10 @@ class Overloaded(Unavailable):
     """The model's request queue is full."""
 
 
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed while it waited; it was not run (its batch slot went to others)."""
+
+
 class InferenceError(ServiceError):
     """The model call failed; only the requests of that batch are affected."""
 
@@ -98,6 +110,7 @@ _STATUS: tuple[tuple[type[ServiceError], int], ...] = (
     (UnsupportedEncoding, 415),
     (InvalidRequest, 422),
     (Unavailable, 503),
+    (DeadlineExceeded, 504),
     (InferenceError, 500),
 )
 
@@ -108,3 +121,7 @@ def status_code(error: ServiceError) -> int:
         if isinstance(error, cls):
             return code
     return 500
+
+
+class ModelLoadError(Exception):
+    """A model version directory cannot be served; the message says why in one sentence."""

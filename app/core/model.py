@@ -1,69 +1,104 @@
-"""A servable model, whatever runs it: its metadata, its `predict`, and the checks every runtime shares.
+"""A servable model, whatever runs it: its metadata, what a runtime compiled, and how it describes itself.
 
-`predict` maps uint8 images `[n, H, W, C]` to outputs under fixed names, whatever the signature calls them:
-`PROBABILITIES` `[n, classes]` and, for models whose metadata declares `ood`, `OOD_SCORE` `[n]`.
+`LoadedModel.predict` maps uint8 images `[n, H, W, C]` to outputs under fixed names, whatever the signature
+calls them: `PROBABILITIES` `[n, classes]` and, for models whose metadata declares `ood`, `OOD_SCORE` `[n]`.
+A `LoadedModel` is complete when it is constructed (the runtime that serves it, why, the threshold that
+flags) and never changes afterwards: a new version or another runtime is another `LoadedModel`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from pydantic import ValidationError
 
+from app.core.errors import ModelLoadError
 from app.core.imaging import ImageSpec
-from app.core.schemas import ModelMetadata
+from app.core.metadata import ModelMetadata, read_metadata
+
+__all__ = [
+    "OOD_SCORE",
+    "PROBABILITIES",
+    "Compiled",
+    "LoadedModel",
+    "ModelLoadError",
+    "ModelLoader",
+    "ModelMetadata",
+    "Outputs",
+    "TensorInfo",
+    "max_difference",
+    "probe_batch",
+    "read_metadata",
+]
 
 PROBABILITIES = "probabilities"
 OOD_SCORE = "ood_score"
 Outputs = dict[str, np.ndarray]
 
 
-class ModelLoadError(Exception):
-    """A model directory cannot be served; the message says why."""
+class Compiled(Protocol):
+    """What a runtime made of a model version (`app.core.runtimes`): it runs a batch and says what it is."""
+
+    def run(self, batch: np.ndarray) -> Outputs:
+        """uint8 `[n, H, W, C]` -> `Outputs` of n rows each; thread-safe."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """`precision` ("fp32", "bf16", "int8"), `frozen` (bool) and `batch_sizes` (a list, or None: any)."""
+        ...
 
 
-@dataclass
+@dataclass(frozen=True)
+class TensorInfo:
+    """One input or output tensor of a model, as every protocol describes it: its name in the signature,
+    its datatype in the Open Inference Protocol's words ("UINT8", "FP32") and its shape (-1: any)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    """A servable model: its metadata and `predict`, mapping uint8 `[n, H, W, C]` to `Outputs`."""
+    """A model version ready to serve: its metadata, where it lives, what runs it and why, and the
+    out-of-distribution threshold that flags (None: the model has no OOD score)."""
 
     metadata: ModelMetadata
     path: Path
-    predict: Callable[[np.ndarray], Outputs]
-    handle: Any = None  # keeps what `predict` runs alive (the SavedModel, a compiled model)
-    frozen: bool = False  # `predict` runs the frozen signature (see `app.core.runtimes.tensorflow`)
-    runtime: str = "tensorflow"  # what runs `predict` (see `app.core.runtimes`)
-    precision: str = "fp32"
-    runtime_note: str = ""  # why this runtime serves the model
-    ood_threshold_override: float | None = None  # the int8 model's own threshold (training.quantize)
-    batch_sizes: tuple[int, ...] = ()  # the static batch sizes `predict` runs in (empty: any, in one call)
+    compiled: Compiled
+    runtime: str
+    why: str
+    ood_threshold: float | None
 
-    @property
-    def ood_threshold(self) -> float | None:
-        """Flag an image whose OOD score is above this (None: the model has no OOD score)."""
-        if self.metadata.ood is None:
-            return None
-        return self.ood_threshold_override if self.ood_threshold_override is not None else self.metadata.ood.threshold
+    def predict(self, batch: np.ndarray) -> Outputs:
+        return self.compiled.run(batch)
 
     def describe(self) -> dict[str, Any]:
         """The runtime, as `GET /models/{task}` shows it."""
+        compiled = self.compiled.describe()
         return {
             "name": self.runtime,
-            "precision": self.precision,
-            "frozen": self.frozen,
-            "why": self.runtime_note,
+            "precision": compiled["precision"],
+            "frozen": compiled["frozen"],
+            "why": self.why,
             "ood_threshold": self.ood_threshold,
-            "batch_sizes": list(self.batch_sizes) or None,
+            "batch_sizes": compiled["batch_sizes"],
         }
 
     @property
+    def precision(self) -> str:
+        return str(self.compiled.describe()["precision"])
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.compiled.describe()["frozen"])
+
+    @property
     def spec(self) -> ImageSpec:
-        info = self.metadata.input
-        return ImageSpec(height=info.height, width=info.width, channels=info.channels, resize=info.resize)
+        return self.metadata.spec
 
     @property
     def version(self) -> int:
@@ -74,26 +109,20 @@ class LoadedModel:
         """The names `predict` returns."""
         return (PROBABILITIES, OOD_SCORE) if self.metadata.ood is not None else (PROBABILITIES,)
 
+    def input_tensor(self) -> TensorInfo:
+        meta, info = self.metadata, self.metadata.input
+        return TensorInfo(meta.signature.input, "UINT8", (-1, info.height, info.width, info.channels))
+
+    def output_tensors(self) -> dict[str, TensorInfo]:
+        """Our output name -> the signature's tensor."""
+        meta = self.metadata
+        tensors = {PROBABILITIES: TensorInfo(meta.signature.output, "FP32", (-1, len(meta.labels)))}
+        if meta.ood is not None:
+            tensors[OOD_SCORE] = TensorInfo(meta.ood.output, "FP32", (-1,))
+        return tensors
+
 
 ModelLoader = Callable[[Path], LoadedModel]
-
-
-def read_metadata(version_dir: Path) -> ModelMetadata:
-    """`version_dir/metadata.json`, validated, naming the task and version of its directory."""
-    path = version_dir / "metadata.json"
-    try:
-        metadata = ModelMetadata.model_validate(json.loads(path.read_text()))
-    except FileNotFoundError as error:
-        raise ModelLoadError(f"{path} is missing") from error
-    except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as error:
-        first = str(error).splitlines()
-        raise ModelLoadError(f"{path} is invalid: {' '.join(first[:3])}") from error
-    if metadata.task != version_dir.parent.name or metadata.version != int(version_dir.name):
-        raise ModelLoadError(
-            f"{path} says task {metadata.task!r} version {metadata.version}, "
-            f"but lives in {version_dir.parent.name}/{version_dir.name}"
-        )
-    return metadata
 
 
 def probe_batch(metadata: ModelMetadata) -> np.ndarray:

@@ -260,7 +260,6 @@ class Registry:
     async def _release(self, served: Served) -> None:
         await served.idle.wait()
         await served.batcher.stop()  # nothing is queued: every request that could queue held a lease
-        served.model.handle = None
 
     # --------------------------------------------------------------------------- explicit control
     async def load(self, task: str) -> list[VersionStatus]:

@@ -1,8 +1,6 @@
-"""What the routes talk to: the models, their batchers, the decode pool, and the three pipeline steps.
-
-The pipeline is split as TorchServe's handlers split it: `preprocess` (bytes -> uint8 array, decoded off the
-event loop within a memory budget by `app.core.decoding`), `infer` (through the model's micro-batcher, the only
-shared step) and `postprocess` (outputs -> labelled confidences). All are plain functions of their inputs.
+"""The service: the models it serves (kept in step with the disk), their batchers, the decode and model
+threads, and the predict pipeline over them (`pipeline`, `app.core.pipeline`). It knows no web framework;
+the protocols reach it through one dependency and call `pipeline` for every prediction.
 """
 
 from __future__ import annotations
@@ -10,65 +8,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from app.core.batching import MicroBatcher
 from app.core.decoding import Decoder
-from app.core.errors import NotFound, PayloadTooLarge
-from app.core.imaging import ImageSpec, load_image
 from app.core.metrics import Metrics
 from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, Outputs
-from app.core.registry import Registry, Served
+from app.core.pipeline import Pipeline
+from app.core.registry import Registry, VersionStatus
 from app.core.repository import Repository
-from app.core.schemas import LabelConfidence, Prediction
 from app.core.settings import Settings
-from app.core.tensors import Images
 
 log = logging.getLogger(__name__)
 _INFER_THREADS = 32
-
-
-# --------------------------------------------------------------------------------- pipeline steps
-def preprocess(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:
-    """Image file bytes -> the model's uint8 input (the same function training used; the service runs it
-    in two halves, through `app.core.decoding.Decoder`, to budget the decode's memory)."""
-    return load_image(data, spec, max_pixels=max_pixels)
-
-
-def postprocess(
-    outputs: Outputs, labels: Sequence[str], top_k: int, filename: str | None, ood_threshold: float | None
-) -> Prediction:
-    """One image's outputs -> the best label, the `top_k` labels by decreasing (calibrated) confidence and,
-    where the model has an OOD score and a threshold, whether the image is out of distribution."""
-    probabilities = outputs[PROBABILITIES]
-    order = np.argsort(-probabilities, kind="stable")[:top_k]
-    ranked = [LabelConfidence(label=labels[i], confidence=round(float(probabilities[i]), 6)) for i in order]
-    flagged: bool | None = None
-    score: float | None = None
-    if OOD_SCORE in outputs and ood_threshold is not None:
-        score = float(outputs[OOD_SCORE])
-        flagged = not score <= ood_threshold  # a NaN score is flagged: nothing vouches for the image
-        score = round(score, 6) if math.isfinite(score) else None  # JSON has no NaN or infinity
-    return Prediction(
-        filename=filename,
-        label=ranked[0].label,
-        confidence=ranked[0].confidence,
-        top_k=ranked,
-        out_of_distribution=flagged,
-        ood_score=score,
-    )
 
 
 # ------------------------------------------------------------------------------------ the service
 class ModelService:
     """The registry of served models (kept in step with the disk), their batchers and the pipeline."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, loader: ModelLoader) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, loader: ModelLoader, *, draining: Callable[[], bool] = bool
+    ) -> None:
         self.settings = settings
+        self._draining = draining
         self.metrics = metrics
         self.decoder = Decoder(settings, metrics)
         metrics.large_decode_waiting.set_function(lambda: self.decoder.large_waiting)
@@ -82,6 +48,7 @@ class ModelService:
             make_batcher=self._make_batcher,
             on_change=self._on_change,
         )
+        self.pipeline = Pipeline(settings, metrics, self.registry, self.decoder)
         self._watching: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -160,6 +127,11 @@ class ModelService:
         return self.registry.loaded
 
     @property
+    def draining(self) -> bool:
+        """True from the moment the server drains (SIGTERM): readiness answers 503 from then on."""
+        return self._draining()
+
+    @property
     def ready(self) -> bool:
         """True once the first load finished and at least one model serves (refused models are logged,
         not awaited)."""
@@ -190,46 +162,22 @@ class ModelService:
         `NotReady` (503) otherwise."""
         return self.registry.served(task, version).model
 
-    def lease(self, task: str, version: int | None = None) -> contextlib.AbstractAsyncContextManager[Served]:
-        """Hold a served version for a whole request (see `Registry.lease`)."""
-        return self.registry.lease(task, version)
+    def versions(self, task: str) -> list[int]:
+        """Versions of `task` serving now, highest first."""
+        return self.registry.versions(task)
 
-    # --------------------------------------------------------------------------------- the pipeline
-    async def preprocess(self, task: str, data: bytes, spec: ImageSpec, name: str) -> np.ndarray:
-        """Decode off the event loop within the decode budget (see `app.core.decoding`); errors name `name`."""
-        return await self.decoder(task, data, spec, name)
+    def index(self, task: str | None = None) -> list[VersionStatus]:
+        """Every version found on disk or served (of `task`, or of every task), with its state."""
+        return [s for s in self.registry.index() if task is None or s.task == task]
 
-    def admit(self, task: str, count: int, version: int | None = None) -> None:
-        """Refuse now (503) if the version's queue cannot take `count` more images, so an overloaded
-        service does not spend decoding work on requests it would refuse anyway. Unknown tasks pass
-        (the route answers 404)."""
-        try:
-            served = self.registry.served(task, version)
-        except NotFound:
-            return
-        served.batcher.check_capacity(count)
+    def on_disk(self, task: str) -> bool:
+        """Whether the model directory holds a version of `task` (served or not)."""
+        return task in self.registry.repository.layout()
 
-    async def run(self, served: Served, images: Images, names: Sequence[str]) -> list[Outputs]:
-        """The whole pipeline for a JSON request's images on a leased version: the count limit, the queue's
-        room, decoding of encoded files (named `names` in errors), then `infer`."""
-        limit = self.settings.max_files_per_request
-        if len(images) > limit:
-            raise PayloadTooLarge(f"{len(images)} images in one request; the limit is {limit}")
-        served.batcher.check_capacity(len(images))
-        task, spec = served.model.metadata.task, served.model.spec
-        if images.files is not None:
-            pixels = list(
-                await asyncio.gather(
-                    *(self.preprocess(task, data, spec, name) for data, name in zip(images.files, names, strict=True))
-                )
-            )
-        else:
-            pixels = images.pixels or []
-        return await self.infer(served, pixels)
+    async def load_task(self, task: str) -> list[VersionStatus]:
+        """Serve `task` from disk now (after an unload, or with polling off); its versions' states."""
+        return await self.registry.load(task)
 
-    async def infer(self, served: Served, images: Sequence[np.ndarray]) -> list[Outputs]:
-        """Each image's outputs (`PROBABILITIES`, and `OOD_SCORE` if the model has one), through the
-        leased version's micro-batcher."""
-        results = await served.batcher.submit(images)
-        self.metrics.images.labels(served.model.metadata.task).inc(len(images))
-        return results
+    def unload_task(self, task: str) -> None:
+        """Stop serving `task` (requests in flight finish); polls leave it alone until `load_task`."""
+        self.registry.unload(task)

@@ -1,9 +1,9 @@
-"""Images as the JSON protocols carry them, checked strictly and reduced to what the pipeline takes.
+"""Images as requests carry them (`Images`: encoded files or decoded pixels), and the strict checks that
+turn what the JSON protocols send into them.
 
-Both the Open Inference Protocol (`app.protocols.oip`) and TensorFlow Serving's REST API (`app.protocols.tfserving`) send
-either encoded image files (base64) or pixels as nested JSON lists. These helpers run in the JSON parser
-process (`app.protocols.bodies`), so their per-element work never holds the service's GIL; every fault is
-`InvalidRequest` (422) naming what is wrong.
+The Open Inference Protocol and TensorFlow Serving's REST API send either encoded image files (base64) or
+pixels as nested JSON lists. These helpers run in the JSON parser process (`app.protocols.bodies`), so their
+per-element work never holds the service's GIL; every fault is `InvalidRequest` (422) naming what is wrong.
 """
 
 from __future__ import annotations
@@ -21,15 +21,26 @@ from app.core.errors import InvalidRequest
 from app.core.imaging import ImageSpec
 
 
-@dataclass
+@dataclass(frozen=True)
 class Images:
-    """What a request holds: encoded files (decoded like uploads) or pixels of the model's input shape."""
+    """What a request holds, the pipeline's input: encoded files (decoded like uploads) or pixels of the
+    model's input shape. `names` name each image in errors and answers (default: "element <i>"); `noun`
+    is what the request calls them in the count limit's message ("files" for uploads)."""
 
     files: list[bytes] | None = None
     pixels: list[np.ndarray] | None = None
+    names: list[str] | None = None
+    noun: str = "images"
 
     def __len__(self) -> int:
         return len(self.files if self.files is not None else self.pixels or [])
+
+    def name(self, index: int) -> str:
+        return self.names[index] if self.names is not None else f"element {index}"
+
+    def named(self, prefix: str) -> Images:
+        """The same images, named "<prefix> <i>" (as a protocol names the elements of its request)."""
+        return Images(self.files, self.pixels, [f"{prefix} {i}" for i in range(len(self))], self.noun)
 
 
 def b64_file(item: Any, where: str) -> bytes:

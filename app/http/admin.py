@@ -18,10 +18,10 @@ from pydantic import BaseModel, ValidationError
 
 from app.core.errors import Forbidden, InvalidRequest, LoadFailed, UnknownTask
 from app.core.registry import State
-from app.core.schemas import V2Error
 from app.core.service import ModelService
 from app.core.tensors import validation_message
 from app.protocols.bodies import read_body
+from app.protocols.rest import ServiceDep, V2Error
 
 router = APIRouter(prefix="/v2/repository", tags=["kserve-v2-repository"])
 _SMALL_BODY_BYTES = 64 * 1024
@@ -43,14 +43,9 @@ class IndexEntry(BaseModel):
     reason: str = ""
 
 
-def _service(request: Request) -> ModelService:
-    service: ModelService = request.app.state.service
-    return service
-
-
-def _authorize(request: Request) -> None:
+def _authorize(request: Request, service: ModelService) -> None:
     """403 unless the service has an admin token and the request carries it (compared in constant time)."""
-    token = _service(request).settings.admin_token
+    token = service.settings.admin_token
     if token is None:
         raise Forbidden("loading and unloading models is disabled: start the service with APP_ADMIN_TOKEN")
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -59,14 +54,14 @@ def _authorize(request: Request) -> None:
 
 
 @router.post("/index", response_model=list[IndexEntry], responses={422: {"model": V2Error}})
-async def index(request: Request) -> list[IndexEntry]:
+async def index(request: Request, service: ServiceDep) -> list[IndexEntry]:
     """Every version of every task, on disk or served, and its state."""
     raw = await read_body(request, _SMALL_BODY_BYTES, "index request")
     try:
         options = IndexRequest.model_validate_json(raw) if raw.strip() else IndexRequest()
     except ValidationError as error:
         raise InvalidRequest(validation_message(error)) from error
-    entries = _service(request).registry.index()
+    entries = service.index()
     return [
         IndexEntry(name=e.task, version=str(e.version), state=e.state, reason=e.reason)
         for e in entries
@@ -75,25 +70,23 @@ async def index(request: Request) -> list[IndexEntry]:
 
 
 @router.post("/models/{task}/load", responses=ERRORS)
-async def load(request: Request, task: str) -> dict[str, Any]:
+async def load(request: Request, service: ServiceDep, task: str) -> dict[str, Any]:
     """Load the task's latest versions from disk (retrying any that failed before); answers when done."""
-    _authorize(request)
-    service = _service(request)
-    if task not in service.registry.repository.layout():
+    _authorize(request, service)
+    if not service.on_disk(task):
         raise UnknownTask(f"no directory for task {task!r} in {service.settings.model_dir}")
-    statuses = await service.registry.load(task)
-    if not service.registry.versions(task):
+    statuses = await service.load_task(task)
+    if not service.versions(task):
         reasons = "; ".join(f"v{s.version}: {s.reason}" for s in statuses if s.reason) or "no version"
         raise LoadFailed(f"failed to load {task!r}: {reasons}")
     return {}
 
 
 @router.post("/models/{task}/unload", responses=ERRORS)
-async def unload(request: Request, task: str) -> dict[str, Any]:
+async def unload(request: Request, service: ServiceDep, task: str) -> dict[str, Any]:
     """Stop serving the task: new requests get 404, those in flight finish."""
-    _authorize(request)
-    service = _service(request)
-    if not service.registry.is_known(task):
+    _authorize(request, service)
+    if not service.is_known(task):
         raise UnknownTask(f"no model serves task {task!r}")
-    service.registry.unload(task)
+    service.unload_task(task)
     return {}

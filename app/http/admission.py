@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.errors import Unavailable
 from app.http.middleware import reject
+from app.protocols import PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -23,18 +23,14 @@ class _Template:
     path: str
 
 
-# The routes that classify, with the route template their refusals are counted under.
-_PREDICT_PATHS = (
-    (re.compile(r"^/predict/(?P<task>[^/]+)$"), "/predict/{task}"),
-    (re.compile(r"^/v2/models/(?P<task>[^/]+)(?:/versions/\d+)?/infer$"), "/v2/models/{task}/infer"),
-    (re.compile(r"^/v1/models/(?P<task>[^/]+?)(?:/versions/\d+)?:predict$"), "/v1/models/{task}:predict"),
-)
+# The routes that classify, as every protocol declares them, with the template refusals are counted under.
+_PREDICT_ROUTES = tuple(route for protocol in PROTOCOLS for route in protocol.predict_routes)
 
 
 def _predict_route(path: str) -> tuple[str, str] | None:
-    for pattern, template in _PREDICT_PATHS:
-        if match := pattern.match(path):
-            return match["task"], template
+    for route in _PREDICT_ROUTES:
+        if match := route.pattern.match(path):
+            return match["task"], route.template
     return None
 
 

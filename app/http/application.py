@@ -1,44 +1,37 @@
-"""The FastAPI application: `create_app()` wires settings, models (loaded in `lifespan`), routes, errors."""
+"""The HTTP shell's application: `create_app()` wires settings, the service (models load in `lifespan`),
+the middleware, every protocol of `app.protocols.PROTOCOLS`, the admin routes and the web page."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
-from starlette.exceptions import HTTPException
 
 from app import service_version
 from app.core import memory, runtimes
-from app.core.errors import ServiceError, Unavailable, status_code
 from app.core.metrics import Metrics
 from app.core.model import ModelLoader
 from app.core.service import ModelService
 from app.core.settings import Settings
-from app.http import admin, logs
+from app.http import admin, logs, web
 from app.http.admission import BodyBudget, InflightBodies, ShedLoad
+from app.http.errors import SafeJSONResponse, install_error_handlers
 from app.http.middleware import BodySizeLimit, BodyTimeout, CloseWhileDraining, RequestMetrics
-from app.protocols import native as routes
-from app.protocols import oip as v2
-from app.protocols import tfserving
+from app.protocols import PROTOCOLS, for_path
 from app.protocols.bodies import JsonParser
 
 log = logging.getLogger(__name__)
-_STATIC = Path(__file__).resolve().parent / "static"
 _INLINE_JSON_BYTES = 64 * 1024  # JSON bodies up to this size parse on the event loop (under 1 ms)
 
 
@@ -53,7 +46,9 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
         if loader is None:  # real models: a real deployment (tests with fake models start it on demand)
             _configure_tensorflow(settings)
             app.state.json_parser.warm_up()
-        service = ModelService(settings, metrics, loader or runtimes.loader(settings))
+        service = ModelService(
+            settings, metrics, loader or runtimes.loader(settings), draining=lambda: bool(app.state.draining)
+        )
         app.state.service = service
         service.start()
         background = []
@@ -86,7 +81,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     # Outermost last: metrics see every answer, refusals happen before any body byte is read.
     app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(ShedLoad, admit=lambda task: app.state.service.admit(task, 1))
+    app.add_middleware(ShedLoad, admit=lambda task: app.state.service.pipeline.admit(task, 1))
     app.state.bodies = BodyBudget(settings.max_inflight_body_bytes)
     app.add_middleware(
         InflightBodies,
@@ -108,68 +103,13 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
-    _install_error_handlers(app)
+    install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    app.include_router(routes.router)
-    app.include_router(v2.router)
+    for protocol in PROTOCOLS:
+        app.include_router(protocol.router)
     app.include_router(admin.router)
-    app.include_router(tfserving.router)
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(_STATIC / "index.html", media_type="text/html")
-
+    app.include_router(web.router)
     return app
-
-
-# ------------------------------------------------------------------------------------------- errors
-class SafeJSONResponse(JSONResponse):
-    """JSON that can encode whatever a client sent and a response echoes: a lone surrogate such as
-    "\\udfff" (valid in a JSON string, not in UTF-8) is written escaped, as ASCII JSON, instead of
-    failing the response with a 500."""
-
-    def render(self, content: Any) -> bytes:
-        try:
-            return super().render(content)
-        except UnicodeEncodeError:
-            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
-def error_response(path: str, status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """DESIGN.md's `{"detail": ...}`, or `{"error": ...}` under /v2/ (the Open Inference Protocol) and
-    /v1/ (TensorFlow Serving's REST API), as those protocols' clients expect."""
-    body = {"error": detail} if path.startswith(("/v2/", "/v1/")) else {"detail": detail}
-    return SafeJSONResponse(body, status_code=status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, error: ServiceError) -> JSONResponse:
-        headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Unavailable) else None
-        status = status_code(error)
-        if status >= 500 and not isinstance(error, Unavailable):
-            log.error("%s %s failed: %s", request.method, request.url.path, error)
-        return error_response(request.url.path, status, str(error), headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        reasons = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-            reasons.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
-        return error_response(request.url.path, 422, "; ".join(reasons) or "malformed request")
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        status, detail = error.status_code, str(error.detail)
-        if status == 400:  # only body parsing raises HTTPException(400); a malformed request is 422 here
-            status, detail = 422, f"malformed request body ({detail.rstrip('.')}); expected multipart/form-data or JSON"
-        return error_response(request.url.path, status, detail, dict(error.headers or {}) or None)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("%s %s: unexpected error", request.method, request.url.path)
-        return error_response(request.url.path, 500, "internal error; the service log has the details")
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -183,17 +123,16 @@ def _valid_request_id(value: str) -> bool:
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema, with the definitions of the request bodies that routes parse themselves, and the
-    422 it adds for validated parameters described as what this service sends: `{"detail": reason}`, or
-    `{"error": reason}` under /v1/ and /v2/ (see `_install_error_handlers`)."""
+    422 it adds for validated parameters described as what this service sends: the error body of the
+    protocol that owns the path (see `app.http.errors`)."""
     if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        schema["components"]["schemas"].update(v2.SCHEMAS)
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for protocol in PROTOCOLS:
+            schema["components"]["schemas"].update(protocol.schemas)
         schema["components"]["schemas"].pop("HTTPValidationError", None)
         schema["components"]["schemas"].pop("ValidationError", None)
         for path, operations in schema["paths"].items():
-            body = "V2Error" if path.startswith(("/v2/", "/v1/")) else "Problem"
+            body = for_path(path).error_model.__name__
             for operation in operations.values():
                 answer = operation.get("responses", {}).get("422")
                 if answer is not None:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.metrics import Metrics
+from app.http.errors import error_response
 
 
 class BodySizeLimit:
@@ -103,8 +104,6 @@ class CloseWhileDraining:
 
 async def reject(scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
     """Answer with an error body without reading the request body."""
-    from app.http.application import error_response  # one place builds error bodies
-
     response = error_response(scope.get("path", ""), status, detail, headers)
     await response(scope, _empty_receive, send)
 

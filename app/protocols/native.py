@@ -1,107 +1,115 @@
-"""The REST API of DESIGN.md: predict, model listing, health and metrics."""
+"""The service's own REST API (DESIGN.md): predict with uploads, the model cards and their plots, health
+and metrics. Errors are `{"detail": "<reason>"}`.
+
+`POST /predict/{task}` reads the uploads, hands them to the pipeline as encoded files, and renders each
+image's `Prediction` as the JSON object DESIGN.md describes.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+import re
+from dataclasses import asdict
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Query, Response, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.errors import NotFound, NotReady, PayloadTooLarge
+from app.core.errors import NotFound, NotReady
+from app.core.metadata import InputInfo
 from app.core.model import LoadedModel
-from app.core.schemas import Health, ModelSummary, PredictResponse, Problem
-from app.core.service import ModelService, postprocess
+from app.core.pipeline import Options
+from app.core.tensors import Images
+from app.protocols.base import PredictRoute, RestProtocol
+from app.protocols.rest import Problem, ServiceDep, error_responses, get_and_head
 
 router = APIRouter()
-F = TypeVar("F", bound=Callable[..., Any])
 Version = Annotated[int | None, Query(ge=1, description="a served version (default: the highest served)")]
-
-_ERROR_TEXTS = {
-    400: "corrupt or truncated image",
-    404: "unknown task or version",
-    408: "the request body did not arrive in time",
-    413: "too large: body, image pixels, decode memory or number of images",
-    415: "not an image type (or content encoding) the service decodes",
-    422: "malformed request",
-    503: "model not ready, draining or overloaded (see Retry-After)",
-}
-
-
-def error_responses(body: type[BaseModel], *codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for the error codes a route answers (all by default), with their body model
-    (`Problem` here, the protocols' `{"error": ...}` under /v1 and /v2)."""
-    return {code: {"model": body, "description": _ERROR_TEXTS[code]} for code in codes or _ERROR_TEXTS}
-
-
 _ERRORS = error_responses(Problem)
 
 
-def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable[[F], F]:
-    """Register a GET route and its HEAD twin (health checks probe with either), each with its own
-    operation id in the OpenAPI schema."""
-
-    def register(function: F) -> F:
-        router.add_api_route(path, function, methods=["GET"], **options)
-        router.add_api_route(path, function, methods=["HEAD"], operation_id=f"{function.__name__}_head", **options)
-        return function
-
-    return register
+# -------------------------------------------------------------------------------------------- schemas
+class LabelConfidence(BaseModel):
+    label: str
+    confidence: float
 
 
-def _service(request: Request) -> ModelService:
-    service: ModelService = request.app.state.service
-    return service
+class Prediction(BaseModel):
+    filename: str | None
+    label: str
+    confidence: float = Field(description="calibrated probability of `label` (temperature scaling in the model)")
+    top_k: list[LabelConfidence]
+    out_of_distribution: bool | None = Field(
+        description="true when `ood_score` is above the model's threshold: the image does not look like what "
+        "the model was trained on (`label` is still the most probable class); null if the model has no OOD score"
+    )
+    ood_score: float | None = Field(description="higher means less like the training images; null if none")
 
 
+class PredictResponse(BaseModel):
+    task: str
+    model_version: int
+    predictions: list[Prediction]
+
+
+class ModelSummary(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    task: str
+    version: int
+    labels: list[str]
+    input: InputInfo
+    architecture: str
+    metrics: dict[str, Any]
+    calibration: dict[str, Any] | None = Field(description="temperature scaling and its test-split figures")
+    ood: dict[str, Any] | None = Field(description="out-of-distribution method, threshold and figures")
+    subject: str | None = Field(description='what the model expects to see, e.g. "a cat or a dog"')
+    plots: dict[str, str] = Field(description="plot name -> URL of the PNG (training curves, reliability, ...)")
+    runtime: dict[str, Any] = Field(description="what runs the model (tensorflow, openvino), its precision, and why")
+    metadata: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: str
+    models: dict[str, str] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- predict
 @router.post("/predict/{task}", response_model=PredictResponse, responses=_ERRORS, tags=["predict"])
 async def predict(
-    request: Request,
+    service: ServiceDep,
     task: str,
     file: Annotated[list[UploadFile], File(min_length=1, description="one or more image files (repeat the field)")],
     top_k: Annotated[int | None, Query(ge=1, description="labels per image (default: all classes)")] = None,
     version: Version = None,
 ) -> PredictResponse:
     """Classify one or more images; results come back in upload order."""
-    service = _service(request)
-    async with service.lease(task, version) as served:
-        limit = service.settings.max_files_per_request
-        if len(file) > limit:
-            raise PayloadTooLarge(f"{len(file)} files in one request; the limit is {limit}")
-        served.batcher.check_capacity(len(file))
-        spec = served.model.spec
+    pipeline = service.pipeline
+    async with pipeline.lease(task, version) as served:
         contents = [await upload.read() for upload in file]
-        images = await asyncio.gather(
-            *(
-                service.preprocess(task, data, spec, upload.filename or "file")
-                for upload, data in zip(file, contents, strict=True)
-            )
-        )
-        outputs = await service.infer(served, images)
-    meta = served.model.metadata
-    k = min(top_k or len(meta.labels), len(meta.labels))
-    threshold = served.model.ood_threshold
+        images = Images(files=contents, names=[upload.filename or "file" for upload in file], noun="files")
+        result = await pipeline.run(served, images, Options(version=version, top_k=top_k))
     return PredictResponse(
         task=task,
-        model_version=meta.version,
+        model_version=result.model.version,
         predictions=[
-            postprocess(o, meta.labels, k, upload.filename, threshold) for o, upload in zip(outputs, file, strict=True)
+            Prediction(**{**asdict(p), "filename": upload.filename})
+            for p, upload in zip(result.predictions, file, strict=True)
         ],
     )
 
 
+# ---------------------------------------------------------------------------------------------- models
 @router.get("/models", response_model=list[ModelSummary], tags=["models"])
-async def list_models(request: Request) -> list[ModelSummary]:
+async def list_models(service: ServiceDep) -> list[ModelSummary]:
     """Every served model with its labels, input size, version and test metrics."""
-    return [_summary(m) for m in _service(request).models()]
+    return [_summary(m) for m in service.models()]
 
 
 @router.get("/models/{task}", response_model=ModelSummary, responses=_ERRORS, tags=["models"])
-async def get_model(request: Request, task: str, version: Version = None) -> ModelSummary:
+async def get_model(service: ServiceDep, task: str, version: Version = None) -> ModelSummary:
     """A served model (`version`, or the highest served)."""
-    return _summary(_service(request).model(task, version))
+    return _summary(service.model(task, version))
 
 
 # The plots training writes beside the SavedModel (training/plots.py), served from the version directory.
@@ -140,9 +148,9 @@ def _summary(model: LoadedModel) -> ModelSummary:
     responses={200: {"content": {"image/png": {}}}, 404: {"model": Problem, "description": "no such plot"}},
     tags=["models"],
 )
-async def get_plot(request: Request, task: str, name: str, version: Version = None) -> FileResponse:
+async def get_plot(service: ServiceDep, task: str, name: str, version: Version = None) -> FileResponse:
     """A plot of a served model version, drawn at training time (see `plots` in `GET /models/{task}`)."""
-    model = _service(request).model(task, version)
+    model = service.model(task, version)
     path = model.path / PLOTS[name] if name in PLOTS else None
     if path is None or not path.is_file():
         raise NotFound(
@@ -151,6 +159,7 @@ async def get_plot(request: Request, task: str, name: str, version: Version = No
     return FileResponse(path, media_type="image/png")
 
 
+# ------------------------------------------------------------------------------------ health and metrics
 @get_and_head(router, "/healthz", response_model=Health, tags=["health"])
 async def healthz() -> Health:
     """Liveness: the process runs and answers (also while draining)."""
@@ -158,11 +167,10 @@ async def healthz() -> Health:
 
 
 @get_and_head(router, "/readyz", response_model=Health, responses={503: {"model": Problem}}, tags=["health"])
-async def readyz(request: Request) -> Health:
+async def readyz(service: ServiceDep) -> Health:
     """Readiness: 200 once every model is loaded and warmed up (refused models are reported, not awaited);
     503 again from the moment the server drains (SIGTERM)."""
-    service = _service(request)
-    if request.app.state.draining:
+    if service.draining:
         raise NotReady("draining: the service is shutting down", service.settings.retry_after_s)
     if not service.ready:
         status = "; ".join(f"{t}: {s}" for t, s in service.status().items()) or "no models found"
@@ -171,6 +179,15 @@ async def readyz(request: Request) -> Health:
 
 
 @router.get("/metrics", tags=["health"], response_class=Response)
-async def metrics(request: Request) -> Response:
+async def metrics(service: ServiceDep) -> Response:
     """Prometheus text format."""
-    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+PROTOCOL = RestProtocol(
+    name="native",
+    router=router,
+    error_model=Problem,
+    error_key="detail",
+    predict_routes=(PredictRoute(re.compile(r"^/predict/(?P<task>[^/]+)$"), "/predict/{task}"),),
+)

@@ -12,20 +12,21 @@ Content-Type says, may be gzip- or deflate-compressed, and follows the binary te
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel
 
 from app import DISTRIBUTION, service_version
 from app.core.errors import InvalidRequest, NotReady, PayloadTooLarge
-from app.core.model import OOD_SCORE, PROBABILITIES
-from app.core.schemas import V2Error, V2InferResponse, V2ModelMetadata, V2ServerMetadata, V2TensorMetadata
-from app.core.service import ModelService
+from app.core.model import LoadedModel, TensorInfo
+from app.core.pipeline import Options
+from app.protocols.base import PredictRoute, RestProtocol
 from app.protocols.bodies import read_body
-from app.protocols.native import error_responses, get_and_head
-from app.protocols.oip_codec import HEADER_LENGTH, InferRequest, infer_response, parse_infer_request
+from app.protocols.oip_codec import HEADER_LENGTH, InferRequest, V2InferResponse, infer_response, parse_infer_request
+from app.protocols.rest import JsonParserDep, ServiceDep, V2Error, error_responses, get_and_head
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 ERRORS = error_responses(V2Error)
@@ -37,9 +38,28 @@ SCHEMAS = {**_REQUEST.pop("$defs", {}), "InferRequest": _REQUEST}
 INFER_REQUEST_SCHEMA = {"$ref": "#/components/schemas/InferRequest"}
 
 
-def _service(request: Request) -> ModelService:
-    service: ModelService = request.app.state.service
-    return service
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+    @classmethod
+    def of(cls, tensor: TensorInfo) -> V2TensorMetadata:
+        return cls(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
 
 
 @router.get("", response_model=V2ServerMetadata)
@@ -56,30 +76,23 @@ async def live() -> dict[str, bool]:
 
 
 @get_and_head(router, "/health/ready", responses={503: ERRORS[503]})
-async def ready(request: Request) -> dict[str, bool]:
-    service = _service(request)
-    if request.app.state.draining:
+async def ready(service: ServiceDep) -> dict[str, bool]:
+    if service.draining:
         raise NotReady("draining: the service is shutting down", service.settings.retry_after_s)
     if not service.ready:
         raise NotReady("models are still loading", service.settings.retry_after_s)
     return {"ready": True}
 
 
-def _metadata(request: Request, task: str, version: int | None) -> V2ModelMetadata:
-    service = _service(request)
-    model = service.model(task, version)
-    meta, info, sig = model.metadata, model.metadata.input, model.metadata.signature
-    outputs = [V2TensorMetadata(name=sig.output, datatype="FP32", shape=[-1, len(meta.labels)])]
-    if meta.ood is not None:
-        outputs.append(V2TensorMetadata(name=meta.ood.output, datatype="FP32", shape=[-1]))
+def _metadata(model: LoadedModel, versions: list[int]) -> V2ModelMetadata:
     return V2ModelMetadata(
-        name=task,
-        versions=[str(v) for v in service.registry.versions(task)],
+        name=model.metadata.task,
+        versions=[str(v) for v in versions],
         platform="tensorflow_savedmodel",
         # One entry per input: the model's own (pixels). A BYTES tensor of shape [n] under the same name,
         # holding encoded image files, is accepted too: the request's datatype tells which it is.
-        inputs=[V2TensorMetadata(name=sig.input, datatype="UINT8", shape=[-1, info.height, info.width, info.channels])],
-        outputs=outputs,
+        inputs=[V2TensorMetadata.of(model.input_tensor())],
+        outputs=[V2TensorMetadata.of(tensor) for tensor in model.output_tensors().values()],
     )
 
 
@@ -87,25 +100,25 @@ VersionPath = Annotated[int, Path(ge=1, description="a served version")]
 
 
 @router.get("/models/{task}", response_model=V2ModelMetadata, responses=MODEL_ERRORS)
-async def model_metadata(request: Request, task: str) -> V2ModelMetadata:
+async def model_metadata(service: ServiceDep, task: str) -> V2ModelMetadata:
     """The task's highest served version: inputs, outputs, and every version served."""
-    return _metadata(request, task, None)
+    return _metadata(service.model(task), service.versions(task))
 
 
 @router.get("/models/{task}/versions/{version:int}", response_model=V2ModelMetadata, responses=MODEL_ERRORS)
-async def model_version_metadata(request: Request, task: str, version: VersionPath) -> V2ModelMetadata:
-    return _metadata(request, task, version)
+async def model_version_metadata(service: ServiceDep, task: str, version: VersionPath) -> V2ModelMetadata:
+    return _metadata(service.model(task, version), service.versions(task))
 
 
 @router.get("/models/{task}/ready", responses=MODEL_ERRORS)
-async def model_ready(request: Request, task: str) -> dict[str, object]:
-    _service(request).model(task)  # 404 unknown, 503 loading
+async def model_ready(service: ServiceDep, task: str) -> dict[str, object]:
+    service.model(task)  # 404 unknown, 503 loading
     return {"name": task, "ready": True}
 
 
 @router.get("/models/{task}/versions/{version:int}/ready", responses=MODEL_ERRORS)
-async def model_version_ready(request: Request, task: str, version: VersionPath) -> dict[str, object]:
-    _service(request).model(task, version)
+async def model_version_ready(service: ServiceDep, task: str, version: VersionPath) -> dict[str, object]:
+    service.model(task, version)
     return {"name": task, "version": str(version), "ready": True}
 
 
@@ -119,32 +132,34 @@ _INFER_OPTIONS: dict[str, Any] = {
 
 
 @router.post("/models/{task}/infer", **_INFER_OPTIONS)
-async def infer(request: Request, task: str) -> Response:
+async def infer(request: Request, service: ServiceDep, parser: JsonParserDep, task: str) -> Response:
     """Classify a batch: a `BYTES` tensor of image files, or a `UINT8` tensor of pixels."""
-    return await _infer(request, task, None)
+    return await _infer(request, service, parser, task, None)
 
 
 @router.post("/models/{task}/versions/{version:int}/infer", **_INFER_OPTIONS)
-async def infer_version(request: Request, task: str, version: VersionPath) -> Response:
+async def infer_version(
+    request: Request, service: ServiceDep, parser: JsonParserDep, task: str, version: VersionPath
+) -> Response:
     """`infer` on one served version."""
-    return await _infer(request, task, version)
+    return await _infer(request, service, parser, task, version)
 
 
-async def _infer(request: Request, task: str, version: int | None) -> Response:
-    service = _service(request)
-    settings = service.settings
-    async with service.lease(task, version) as served:
+async def _infer(
+    request: Request, service: ServiceDep, parser: JsonParserDep, task: str, version: int | None
+) -> Response:
+    settings, pipeline = service.settings, service.pipeline
+    async with pipeline.lease(task, version) as served:
         spec = served.model.spec
         raw = await read_body(request, settings.max_upload_bytes)
         header, binary = _split(raw, request.headers.get(HEADER_LENGTH))
         if len(header) > settings.max_json_bytes:
             raise PayloadTooLarge(f"JSON of {len(header):,} bytes exceeds the {settings.max_json_bytes:,}-byte limit")
-        parsed = await request.app.state.json_parser(header, partial(parse_infer_request, spec=spec, binary=binary))
-        results = await service.run(served, parsed.images, [f"element {i}" for i in range(len(parsed.images))])
-    meta = served.model.metadata
-    names = {PROBABILITIES: meta.signature.output, OOD_SCORE: meta.ood.output if meta.ood else OOD_SCORE}
-    outputs = {names[o]: np.stack([r[o] for r in results]) for o in served.model.outputs}
-    return infer_response(task, meta.version, parsed.id, outputs, parsed)
+        parsed = await parser(header, partial(parse_infer_request, spec=spec, binary=binary))
+        result = await pipeline.run(served, parsed.images.named("element"), Options(version=version))
+    tensors = result.model.output_tensors()
+    outputs = {tensors[name].name: values for name, values in result.stacked().items()}
+    return infer_response(task, result.model.version, parsed.id, outputs, parsed)
 
 
 def _split(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -154,3 +169,16 @@ def _split(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if not header_length.isdigit() or not 0 < int(header_length) <= len(raw):
         raise InvalidRequest(f"Inference-Header-Content-Length {header_length!r} does not fit a {len(raw)}-byte body")
     return raw[: int(header_length)], raw[int(header_length) :]
+
+
+PROTOCOL = RestProtocol(
+    name="oip",
+    router=router,
+    error_model=V2Error,
+    error_key="error",
+    prefixes=("/v2/",),
+    predict_routes=(
+        PredictRoute(re.compile(r"^/v2/models/(?P<task>[^/]+)(?:/versions/\d+)?/infer$"), "/v2/models/{task}/infer"),
+    ),
+    schemas=SCHEMAS,
+)

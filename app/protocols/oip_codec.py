@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.core.errors import InvalidRequest
 from app.core.imaging import ImageSpec
@@ -36,7 +36,10 @@ class RequestedOutput(BaseModel):
     parameters: dict[str, Any] | None = None
 
 
-class InferInput(BaseModel):
+class V2Tensor(BaseModel):
+    """A tensor of the Open Inference Protocol, in a request or an answer: `data`, or
+    `parameters.binary_data_size` bytes of binary data after the JSON (the binary tensor data extension)."""
+
     name: str
     shape: list[int]
     datatype: str
@@ -46,9 +49,20 @@ class InferInput(BaseModel):
 
 class InferRequest(BaseModel):
     id: str | None = None
-    inputs: list[InferInput]
+    inputs: list[V2Tensor]
     outputs: list[RequestedOutput] | None = None
     parameters: dict[str, Any] | None = None
+
+
+class V2InferResponse(BaseModel):
+    """What `infer_response` writes (documented in the OpenAPI schema)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[V2Tensor]
 
 
 @dataclass
@@ -94,7 +108,7 @@ def parse_infer_request(header: bytes, spec: ImageSpec, binary: bytes = b"") -> 
     return ParsedInfer(body.id, images, [o.name for o in body.outputs], binary_outputs)
 
 
-def _json_images(tensor: InferInput, spec: ImageSpec) -> Images:
+def _json_images(tensor: V2Tensor, spec: ImageSpec) -> Images:
     assert tensor.data is not None
     if tensor.datatype == "BYTES":
         if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data) or not tensor.data:
@@ -107,7 +121,7 @@ def _json_images(tensor: InferInput, spec: ImageSpec) -> Images:
     raise InvalidRequest(f"input datatype must be BYTES (encoded images) or UINT8 (pixels), got {tensor.datatype}")
 
 
-def _binary_images(tensor: InferInput, data: bytes, spec: ImageSpec) -> Images:
+def _binary_images(tensor: V2Tensor, data: bytes, spec: ImageSpec) -> Images:
     if tensor.datatype == "UINT8":
         expected = [spec.height, spec.width, spec.channels]
         if len(tensor.shape) != 4 or tensor.shape[1:] != expected or tensor.shape[0] < 1:

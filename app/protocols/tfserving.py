@@ -14,33 +14,28 @@ every other route.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Request
 
 from app.core.errors import InvalidRequest, NotFound
 from app.core.imaging import ImageSpec
-from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel
+from app.core.model import LoadedModel, TensorInfo
+from app.core.pipeline import Options
 from app.core.registry import State
-from app.core.schemas import V2Error
-from app.core.service import ModelService
 from app.core.tensors import Images, b64_file, nested_shape, uint8_pixels
+from app.protocols.base import PredictRoute, RestProtocol
 from app.protocols.bodies import read_body
-from app.protocols.native import error_responses
+from app.protocols.rest import JsonParserDep, ServiceDep, V2Error, error_responses
 
 router = APIRouter(prefix="/v1/models", tags=["tensorflow-serving"])
 VersionPath = Annotated[int, Path(ge=1, description="a model version")]
 ERRORS = error_responses(V2Error)
 _STATES = {State.READY: "AVAILABLE", State.LOADING: "LOADING", State.UNAVAILABLE: "END"}
-
-
-def _service(request: Request) -> ModelService:
-    service: ModelService = request.app.state.service
-    return service
 
 
 # Predict first: Starlette answers a path that matches no route's method with the first route whose
@@ -66,40 +61,43 @@ _PREDICT_BODY = {
 
 
 @router.post("/{task}:predict", responses=ERRORS, openapi_extra=_PREDICT_BODY)
-async def predict(request: Request, task: str) -> dict[str, Any]:
+async def predict(request: Request, service: ServiceDep, parser: JsonParserDep, task: str) -> dict[str, Any]:
     """Classify `instances` (row format) or `inputs` (columnar) with the highest served version."""
-    return await _predict(request, task, None)
+    return await _predict(request, service, parser, task, None)
 
 
 @router.post("/{task}/versions/{version:int}:predict", responses=ERRORS, openapi_extra=_PREDICT_BODY)
-async def predict_version(request: Request, task: str, version: VersionPath) -> dict[str, Any]:
-    return await _predict(request, task, version)
+async def predict_version(
+    request: Request, service: ServiceDep, parser: JsonParserDep, task: str, version: VersionPath
+) -> dict[str, Any]:
+    return await _predict(request, service, parser, task, version)
 
 
-async def _predict(request: Request, task: str, version: int | None) -> dict[str, Any]:
-    service = _service(request)
-    async with service.lease(task, version) as served:
+async def _predict(
+    request: Request, service: ServiceDep, parser: JsonParserDep, task: str, version: int | None
+) -> dict[str, Any]:
+    pipeline = service.pipeline
+    async with pipeline.lease(task, version) as served:
         model = served.model
         raw = await read_body(request, service.settings.max_json_bytes, "JSON body")
         parse = partial(parse_predict_request, spec=model.spec, input_name=model.metadata.signature.input)
-        parsed = await request.app.state.json_parser(raw, parse)
+        parsed = await parser(raw, parse)
         if parsed.signature_name not in ("", model.metadata.signature.name):
             raise NotFound(
                 f"model {task!r} has no signature {parsed.signature_name!r}; it has {model.metadata.signature.name!r}"
             )
-        results = await service.run(served, parsed.images, [f"instance {i}" for i in range(len(parsed.images))])
-    names = _output_names(model)
+        result = await pipeline.run(served, parsed.images.named("instance"), Options(version=version))
+    tensors = model.output_tensors()
     if parsed.columnar:
-        columns = {names[o]: np.stack([r[o] for r in results]).tolist() for o in model.outputs}
+        columns = {tensors[name].name: values.tolist() for name, values in result.stacked().items()}
         return {"outputs": columns if len(columns) > 1 else next(iter(columns.values()))}
-    rows = [{names[o]: r[o].tolist() for o in model.outputs} for r in results]
-    return {"predictions": rows if len(names) > 1 else [next(iter(row.values())) for row in rows]}
+    rows = [{tensors[name].name: row[name].tolist() for name in model.outputs} for row in result.outputs]
+    return {"predictions": rows if len(tensors) > 1 else [next(iter(row.values())) for row in rows]}
 
 
 # ---------------------------------------------------------------------------------------- status
-def _status(request: Request, task: str, version: int | None) -> dict[str, Any]:
-    service = _service(request)
-    entries = [e for e in service.registry.index() if e.task == task and (version is None or e.version == version)]
+def _status(service: ServiceDep, task: str, version: int | None) -> dict[str, Any]:
+    entries = [e for e in service.index(task) if version is None or e.version == version]
     if not entries:
         what = f"model {task!r}" + (f" version {version}" if version is not None else "")
         raise NotFound(f"{what} not found")
@@ -116,65 +114,55 @@ def _status(request: Request, task: str, version: int | None) -> dict[str, Any]:
 
 
 @router.get("/{task}", responses=ERRORS)
-async def model_status(request: Request, task: str) -> dict[str, Any]:
+async def model_status(service: ServiceDep, task: str) -> dict[str, Any]:
     """The state of every version of the model."""
-    return _status(request, task, None)
+    return _status(service, task, None)
 
 
 @router.get("/{task}/versions/{version:int}", responses=ERRORS)
-async def model_version_status(request: Request, task: str, version: VersionPath) -> dict[str, Any]:
-    return _status(request, task, version)
+async def model_version_status(service: ServiceDep, task: str, version: VersionPath) -> dict[str, Any]:
+    return _status(service, task, version)
 
 
 # -------------------------------------------------------------------------------------- metadata
-def _tensor_info(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
+_DTYPES = {"UINT8": "DT_UINT8", "FP32": "DT_FLOAT"}
+
+
+def _tensor_info(name: str, tensor: TensorInfo) -> dict[str, Any]:
     return {
-        "dtype": dtype,
-        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False},
+        "dtype": _DTYPES[tensor.datatype],
+        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in tensor.shape], "unknown_rank": False},
         "name": name,
     }
 
 
-def _metadata(request: Request, task: str, version: int | None) -> dict[str, Any]:
-    model = _service(request).model(task, version)
-    meta, info = model.metadata, model.metadata.input
-    sig = meta.signature
-    outputs = {sig.output: _tensor_info(f"StatefulPartitionedCall:{sig.output}", "DT_FLOAT", [-1, len(meta.labels)])}
-    if meta.ood is not None:
-        outputs[meta.ood.output] = _tensor_info(f"StatefulPartitionedCall:{meta.ood.output}", "DT_FLOAT", [-1])
+def _metadata(model: LoadedModel) -> dict[str, Any]:
+    meta, sig = model.metadata, model.metadata.signature
+    source = model.input_tensor()
     signature_def = {
-        "inputs": {
-            sig.input: _tensor_info(
-                f"{sig.name}_{sig.input}:0", "DT_UINT8", [-1, info.height, info.width, info.channels]
-            )
+        "inputs": {source.name: _tensor_info(f"{sig.name}_{source.name}:0", source)},
+        # The names TensorFlow gives a SavedModel signature's outputs, as TF Serving reports them.
+        "outputs": {
+            t.name: _tensor_info(f"StatefulPartitionedCall:{t.name}", t) for t in model.output_tensors().values()
         },
-        "outputs": outputs,
         "method_name": "tensorflow/serving/predict",
         "defaults": {},
     }
     return {
-        "model_spec": {"name": task, "signature_name": "", "version": str(meta.version)},
+        "model_spec": {"name": meta.task, "signature_name": "", "version": str(meta.version)},
         "metadata": {"signature_def": {"signature_def": {sig.name: signature_def}}},
     }
 
 
 @router.get("/{task}/metadata", responses=ERRORS)
-async def model_metadata(request: Request, task: str) -> dict[str, Any]:
+async def model_metadata(service: ServiceDep, task: str) -> dict[str, Any]:
     """The signature of the highest served version, in TF Serving's `signature_def` shape."""
-    return _metadata(request, task, None)
+    return _metadata(service.model(task))
 
 
 @router.get("/{task}/versions/{version:int}/metadata", responses=ERRORS)
-async def model_version_metadata(request: Request, task: str, version: VersionPath) -> dict[str, Any]:
-    return _metadata(request, task, version)
-
-
-def _output_names(model: LoadedModel) -> dict[str, str]:
-    meta = model.metadata
-    names = {PROBABILITIES: meta.signature.output}
-    if meta.ood is not None:
-        names[OOD_SCORE] = meta.ood.output
-    return names
+async def model_version_metadata(service: ServiceDep, task: str, version: VersionPath) -> dict[str, Any]:
+    return _metadata(service.model(task, version))
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -233,3 +221,17 @@ def _images(items: list[Any], spec: ImageSpec, where: str) -> Images:
         raise InvalidRequest(f'{where} mixes {{"b64": ...}} images and pixel arrays')
     shape = [len(items), *nested_shape(items[0])]
     return Images(pixels=uint8_pixels(items, shape, spec, f"{where} pixels"))
+
+
+PROTOCOL = RestProtocol(
+    name="tfserving",
+    router=router,
+    error_model=V2Error,
+    error_key="error",
+    prefixes=("/v1/",),
+    predict_routes=(
+        PredictRoute(
+            re.compile(r"^/v1/models/(?P<task>[^/]+?)(?:/versions/\d+)?:predict$"), "/v1/models/{task}:predict"
+        ),
+    ),
+)

@@ -20,14 +20,17 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoadError, Outputs
+from app.core.metadata import ModelMetadata
+from app.core.model import OOD_SCORE, PROBABILITIES, ModelLoadError, Outputs
+from app.core.runtimes.base import RuntimeOptions
 from app.core.runtimes.timing import fastest_rounds
-from app.core.schemas import ModelMetadata
 
 INT8_DIR = "int8"
 INT8_MODEL = "model.xml"
@@ -37,7 +40,35 @@ TIMING_ROUNDS = 3  # after one untimed round
 TIMED_ROUND_S = 0.02  # each timed round runs at least this long, so tiny models time above clock noise
 
 
-def load(version_dir: Path, metadata: ModelMetadata, *, precision: str, threads: int) -> LoadedModel:
+@dataclass(frozen=True)
+class CompiledChunks:
+    """The model compiled for each batch size in `batch_sizes`; `run` splits a batch into those (`chunks`)."""
+
+    predict: Callable[[np.ndarray], Outputs]
+    precision: str
+    batch_sizes: tuple[int, ...]
+    handle: Any  # the compiled models, alive as long as this
+
+    def run(self, batch: np.ndarray) -> Outputs:
+        return self.predict(batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"precision": self.precision, "frozen": False, "batch_sizes": list(self.batch_sizes)}
+
+
+class OpenVino:
+    """The `openvino` runtime."""
+
+    name = "openvino"
+
+    def load(self, version_dir: Path, metadata: ModelMetadata, options: RuntimeOptions) -> CompiledChunks:
+        return load(version_dir, metadata, precision=options.precision, threads=options.threads)
+
+
+RUNTIME = OpenVino()
+
+
+def load(version_dir: Path, metadata: ModelMetadata, *, precision: str, threads: int) -> CompiledChunks:
     """Compile the version's model (the SavedModel, or its int8 artifact) for the CPU."""
     try:
         import openvino as ov
@@ -93,15 +124,7 @@ def load(version_dir: Path, metadata: ModelMetadata, *, precision: str, threads:
             start += size
         return {ours: np.concatenate(arrays) for ours, arrays in parts.items()}
 
-    return LoadedModel(
-        metadata=metadata,
-        path=version_dir,
-        predict=predict,
-        handle=compiled,
-        runtime="openvino",
-        precision=precision,
-        batch_sizes=tuple(sizes),
-    )
+    return CompiledChunks(predict, precision, tuple(sizes), handle=compiled)
 
 
 def chunks(n: int, sizes: list[int]) -> list[int]:

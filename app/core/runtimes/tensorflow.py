@@ -1,19 +1,21 @@
-"""The TensorFlow runtime: load a SavedModel version directory and serve its signature, frozen where
-that is faster and gives the same outputs.
+"""The TensorFlow runtime: a SavedModel version directory served through its signature, frozen where that
+is faster and gives the same outputs. It is the reference every other runtime is held to.
 
-`load_saved_model` checks that `metadata.json` and the SavedModel's signature agree, raising
-`ModelLoadError` with one clear sentence otherwise.
+`load` checks that `metadata.json` and the SavedModel's signature agree, raising `ModelLoadError` with one
+clear sentence otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from app.core.metadata import ModelMetadata, read_metadata
 from app.core.model import (
     OOD_SCORE,
     PROBABILITIES,
@@ -22,46 +24,79 @@ from app.core.model import (
     Outputs,
     max_difference,
     probe_batch,
-    read_metadata,
 )
+from app.core.runtimes.base import RuntimeOptions
 from app.core.runtimes.timing import best_seconds
-from app.core.schemas import ModelMetadata
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class SavedModelRunner:
+    """A SavedModel's serving signature, or its frozen twin. `handle` keeps the loaded SavedModel alive:
+    a signature holds only weak references to the variables it reads."""
+
+    predict: Callable[[np.ndarray], Outputs]
+    frozen: bool
+    handle: Any = None
+
+    def run(self, batch: np.ndarray) -> Outputs:
+        return self.predict(batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"precision": "fp32", "frozen": self.frozen, "batch_sizes": None}
+
+
+class TensorFlow:
+    """The `tensorflow` runtime (any precision other than fp32 is another runtime's business)."""
+
+    name = "tensorflow"
+
+    def load(self, version_dir: Path, metadata: ModelMetadata, options: RuntimeOptions) -> SavedModelRunner:
+        """Load the SavedModel of `version_dir`; raise `ModelLoadError` if it disagrees with `metadata`.
+
+        With `options.freeze`, the serving signature is also frozen (variables folded into constants), which
+        lets TensorFlow's graph optimizer fold batch normalization into the convolutions: about 30% faster on
+        CPU for the EfficientNet models. The frozen graph is served only if it gives the same outputs as the
+        SavedModel on a probe batch and is not slower on it (for some small models it is); otherwise the
+        SavedModel is served as is and the log says why.
+        """
+        import tensorflow as tf
+
+        try:
+            loaded = tf.saved_model.load(str(version_dir))
+        except Exception as error:  # TensorFlow raises many types for unreadable models
+            raise ModelLoadError(
+                f"{version_dir} is not a loadable SavedModel: {type(error).__name__}: {error}"
+            ) from error
+        sig = metadata.signature
+        if sig.name not in loaded.signatures:
+            raise ModelLoadError(f"{version_dir} has no signature {sig.name!r} (has {sorted(loaded.signatures)})")
+        function = loaded.signatures[sig.name]
+        _check_signature(function, metadata, version_dir)
+        names = _output_names(metadata)  # our name -> the signature's
+
+        def predict(batch: np.ndarray) -> Outputs:
+            outputs = function(**{sig.input: tf.constant(batch, dtype=tf.uint8)})
+            return {ours: np.asarray(outputs[theirs].numpy(), dtype=np.float32) for ours, theirs in names.items()}
+
+        if options.freeze:
+            frozen = _freeze(function, names, predict, metadata, version_dir)
+            if frozen is not None:
+                return SavedModelRunner(frozen, frozen=True)
+        return SavedModelRunner(predict, frozen=False, handle=loaded)
+
+
+RUNTIME = TensorFlow()
+
+
 def load_saved_model(version_dir: Path, *, freeze: bool = True) -> LoadedModel:
-    """Load the SavedModel and metadata of `version_dir`; raise `ModelLoadError` if they disagree.
-
-    With `freeze`, the serving signature is also frozen (variables folded into constants), which lets
-    TensorFlow's graph optimizer fold batch normalization into the convolutions: about 30% faster on CPU
-    for the EfficientNet models. The frozen graph is served only if it gives the same probabilities as the
-    SavedModel on a probe batch and is not slower on it (for some small models it is); otherwise the
-    SavedModel is served as is and the log says why.
-    """
-    import tensorflow as tf
-
+    """`version_dir` served by TensorFlow alone, with its metadata's own threshold (tools and tests that
+    want the SavedModel as exported, without the runtime choice of `app.core.runtimes`)."""
     metadata = read_metadata(version_dir)
-    try:
-        loaded = tf.saved_model.load(str(version_dir))
-    except Exception as error:  # TensorFlow raises many types for unreadable models
-        raise ModelLoadError(f"{version_dir} is not a loadable SavedModel: {type(error).__name__}: {error}") from error
-    sig = metadata.signature
-    if sig.name not in loaded.signatures:
-        raise ModelLoadError(f"{version_dir} has no signature {sig.name!r} (has {sorted(loaded.signatures)})")
-    function = loaded.signatures[sig.name]
-    _check_signature(function, metadata, version_dir)
-    names = _output_names(metadata)  # our name -> the signature's
-
-    def predict(batch: np.ndarray) -> Outputs:
-        outputs = function(**{sig.input: tf.constant(batch, dtype=tf.uint8)})
-        return {ours: np.asarray(outputs[theirs].numpy(), dtype=np.float32) for ours, theirs in names.items()}
-
-    if freeze:
-        frozen = _freeze(function, names, predict, metadata, version_dir)
-        if frozen is not None:
-            return LoadedModel(metadata=metadata, path=version_dir, predict=frozen, frozen=True)
-    return LoadedModel(metadata=metadata, path=version_dir, predict=predict, handle=loaded)
+    compiled = RUNTIME.load(version_dir, metadata, RuntimeOptions(freeze=freeze))
+    threshold = metadata.ood.threshold if metadata.ood is not None else None
+    return LoadedModel(metadata, version_dir, compiled, RUNTIME.name, "", threshold)
 
 
 def _output_names(metadata: ModelMetadata) -> dict[str, str]:
