@@ -79,7 +79,8 @@ def export_tiny_model(
     OOD score when `with_ood`), for tests that load models for real or start `python -m app`."""
     import keras
 
-    from training.common import classifier, export, heads
+    from training.export import export
+    from training.model import classifier, heads
     from training.ood import Detector
 
     inputs = keras.Input((size, size, 3))

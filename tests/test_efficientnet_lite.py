@@ -32,8 +32,9 @@ def test_state_dict_reader_matches_the_file_layout() -> None:
 
 def test_state_dict_reader_refuses_arbitrary_globals(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
+    headers: tuple[object, ...] = (0x1950A86A20F9469CFC6C, 1001, {})  # magic number, protocol, system info
     with path.open("wb") as file:
-        for header in (0x1950A86A20F9469CFC6C, 1001, {}):
+        for header in headers:
             pickle.dump(header, file, protocol=2)
         file.write(b"cos\nsystem\n(S'echo pwned'\ntR.")  # os.system("echo pwned")
     with pytest.raises(pickle.UnpicklingError, match=r"refusing to load os\.system"):

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from tests.test_training import idx_files
-from training import common, exported, fashion_mnist
+from training import arguments, exported, fashion_mnist, flowers, rps
+from training.errors import TrainingError
 
 
 def test_the_splits_are_rebuilt_with_the_runs_own_arguments(trained_fashion: tuple[Path, Path]) -> None:
     version_dir, data = trained_fashion
     version = exported.load(version_dir, data)
-    assert (version.args.seed, version.args.validation_fraction, version.args.ood_per_set) == (7, 0.25, 12)
-    assert len(version.data.y_val) == 30 == version.record["dataset"]["validation_examples"]
+    assert (version.config.seed, version.config.validation_fraction, version.config.ood_per_set) == (7, 0.25, 12)
+    assert len(version.data.validation.y) == 30 == version.record["dataset"]["validation_examples"]
     # Today's defaults (seed 1337, 10%) would hold out other images: one of each class.
-    defaults = common.parse_args(fashion_mnist.TASK_SPEC, ["--data-dir", str(data)])
-    assert len(fashion_mnist.TASK_SPEC.load_data(defaults, version.spec).y_val) == 10
+    defaults = arguments.parse(fashion_mnist.TASK, ["--data-dir", str(data)])
+    assert len(fashion_mnist.TASK.load(defaults).validation.y) == 10
 
 
 def test_a_dataset_that_makes_another_validation_split_is_refused(
@@ -26,7 +28,7 @@ def test_a_dataset_that_makes_another_validation_split_is_refused(
 ) -> None:
     version_dir, _ = trained_fashion
     other = idx_files(tmp_path / "bigger", train=200)
-    with pytest.raises(common.TrainingError, match="has 50 images, the training run's had 30"):
+    with pytest.raises(TrainingError, match="has 50 images, the training run's had 30"):
         exported.load(version_dir, other)
 
 
@@ -38,7 +40,23 @@ def test_a_version_without_a_recorded_command_is_refused(trained_fashion: tuple[
     del record["training"]["command"]
     copy.mkdir()
     (copy / "metadata.json").write_text(json.dumps(record))
-    with pytest.raises(common.TrainingError, match=r"records no `python -m training\.fashion_mnist"):
+    with pytest.raises(TrainingError, match=r"records no `python -m training\.fashion_mnist"):
         exported.load(copy, data)
-    with pytest.raises(common.TrainingError, match="no exported version"):
+    with pytest.raises(TrainingError, match="no exported version"):
         exported.version_dir(tmp_path, "rps")
+
+
+def test_the_recorded_command_parses_back_to_the_same_frozen_configuration() -> None:
+    argv = ["--data-dir", "shared data/flower_photos", "--arch", "tutorial", "--seed", "3", "--fine-tune-stages", "0"]
+    config = arguments.parse(flowers.TASK, argv)
+    assert (config.arch, config.epochs, config.seed) == ("tutorial", 15, 3)  # --epochs defaults per --arch
+    assert config.transfer is not None and config.transfer.fine_tune_stages == 0
+    assert config.ood_data_dir == Path("shared data").resolve()  # the other datasets lie beside this one
+    assert config.command == (
+        "python -m training.flowers --data-dir 'shared data/flower_photos' --arch tutorial --seed 3 --fine-tune-stages 0"
+    )
+    assert exported.run_config(flowers.TASK, {"training": {"command": config.command}}, None) == config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 4  # type: ignore[misc]
+    # A task without a backbone to fine-tune, or that holds out whole groups, has neither option.
+    assert arguments.parse(rps.TASK, []).transfer is None and arguments.parse(rps.TASK, []).validation_fraction is None

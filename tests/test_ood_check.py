@@ -42,7 +42,7 @@ def test_a_folder_of_photos_is_decoded_as_uploads_and_reported_beside_the_test_s
     version_dir, data = trained_fashion
     # The test split's own images, as PNG files in nested folders, and a file that does not decode.
     folder = tmp_path / "our-photos"
-    for index, image in enumerate(exported.load(version_dir, data).data.x_test):
+    for index, image in enumerate(exported.load(version_dir, data).data.test.x):
         (folder / str(index % 3)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image[:, :, 0], "L").save(folder / str(index % 3) / f"{index}.png")
     (folder / "broken.jpg").write_bytes(b"not an image")

@@ -13,8 +13,8 @@ from training import rps
 
 def _train_rps(tmp_path: Path, *options: str) -> dict:
     root = tmp_path / "rps"
-    image_folder(root / "train", rps.LABELS, per_class=12, fmt="PNG", mode="RGBA", groups=4)
-    image_folder(root / "test", rps.LABELS, per_class=2, fmt="PNG", mode="RGBA")
+    image_folder(root / "train", rps.TASK.labels, per_class=12, fmt="PNG", mode="RGBA", groups=4)
+    image_folder(root / "test", rps.TASK.labels, per_class=2, fmt="PNG", mode="RGBA")
     rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS, *options])
     return json.loads((tmp_path / "m" / "rps" / "1" / "metadata.json").read_text())["ood"]
 

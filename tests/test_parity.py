@@ -1,7 +1,7 @@
 """Preprocessing parity: the arrays training feeds the model equal the arrays the service feeds it,
 for the same files (JPEG, PNG, grayscale, RGBA, palette, EXIF-rotated, CMYK, WebP).
 
-Training decodes through `training.common.load_image_folder`; the service through `POST /predict`.
+Training decodes through `training.images.load_image_folder`; the service through `POST /predict`.
 The fake model records the exact uint8 batch it receives, which is compared with training's array.
 """
 
@@ -21,7 +21,7 @@ from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs
 from app.core.settings import Settings
 from app.http.application import create_app
 from tests.conftest import fake_model, metadata, wait_ready
-from training.common import load_image_folder
+from training.images import load_image_folder
 
 
 def _files() -> dict[str, bytes]:

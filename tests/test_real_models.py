@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core import runtimes
+from app.core.imaging import load_image
 from app.core.model import PROBABILITIES, max_difference
 from app.core.repository import discover
 from app.core.runtimes import openvino
 from app.core.runtimes.tensorflow import load_saved_model
-from app.core.imaging import load_image
 from app.core.settings import Settings
 from app.http.application import create_app
 from tests.conftest import image_bytes, wait_ready
@@ -81,7 +81,9 @@ def test_real_photos_get_their_label(client: TestClient, task: str, pattern: str
 def test_the_model_served_matches_the_savedmodel(task: str, pattern: str) -> None:
     path = discover(MODELS)[task]
     frozen, plain = load_saved_model(path), load_saved_model(path, freeze=False)  # frozen if not slower
-    batch = np.stack([load_image(p.read_bytes(), frozen.spec, max_pixels=10**8) for p in sorted(DATASETS.glob(pattern))[:16]])
+    batch = np.stack(
+        [load_image(p.read_bytes(), frozen.spec, max_pixels=10**8) for p in sorted(DATASETS.glob(pattern))[:16]]
+    )
     served, exported = frozen.predict(batch), plain.predict(batch)
     assert set(served) == set(exported) == set(frozen.outputs)
     for name in served:  # probabilities to 1e-5; OOD distances (in the tens) to the same relative precision
@@ -113,7 +115,9 @@ def test_committed_int8_models_serve_with_app_precision_int8(task: str, pattern:
     if label is None:  # fashion_mnist's test images, from the official idx file
         batch = _idx_images(sorted(DATASETS.glob(pattern))[0], 64)
     else:
-        batch = np.stack([load_image(p.read_bytes(), fp32.spec, max_pixels=10**8) for p in sorted(DATASETS.glob(pattern))[:32]])
+        batch = np.stack(
+            [load_image(p.read_bytes(), fp32.spec, max_pixels=10**8) for p in sorted(DATASETS.glob(pattern))[:32]]
+        )
     ours, theirs = int8.predict(batch)[PROBABILITIES], fp32.predict(batch)[PROBABILITIES]
     assert np.mean(ours.argmax(axis=1) == theirs.argmax(axis=1)) >= 0.95
     if label is not None:

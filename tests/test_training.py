@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import cats_vs_dogs, common, fashion_mnist, flowers, rps
+from training import arguments, cats_vs_dogs, fashion_mnist, fitting, flowers, rps
 from training.ood import METHODS
 
 REQUIRED = {
@@ -124,10 +124,10 @@ def check_export(version_dir: Path, task: str, labels: list[str]) -> dict:
 
 
 def test_flowers_trains_exports_and_counts_corrupt_files(tmp_path: Path) -> None:
-    data = image_folder(tmp_path / "flower_photos", flowers.LABELS, per_class=7)
+    data = image_folder(tmp_path / "flower_photos", flowers.TASK.labels, per_class=7)
     (data / "roses" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     # A sibling dataset, as in ../shared/datasets: it becomes an out-of-distribution set, never training data.
-    image_folder(tmp_path / "rps_28x28" / "test", rps.LABELS, per_class=4, fmt="PNG", mode="RGBA")
+    image_folder(tmp_path / "rps_28x28" / "test", rps.TASK.labels, per_class=4, fmt="PNG", mode="RGBA")
     flowers.main(
         [
             "--data-dir",
@@ -147,7 +147,7 @@ def test_flowers_trains_exports_and_counts_corrupt_files(tmp_path: Path) -> None
             *OOD_ARGS,
         ]
     )
-    meta = check_export(tmp_path / "models" / "flowers" / "1", "flowers", flowers.LABELS)
+    meta = check_export(tmp_path / "models" / "flowers" / "1", "flowers", flowers.TASK.labels)
     assert meta["architecture"] == "efficientnet_lite0" and meta["input"]["height"] == 224
     assert meta["dataset"]["skipped_files"] == 1
     assert meta["training"]["epochs"] == 3  # one epoch of the head, two of fine-tuning (cosine runs them all)
@@ -168,11 +168,11 @@ def test_cats_vs_dogs_uses_validation_folder_as_test_split(tmp_path: Path) -> No
 
 def test_rps_reads_rgba_pngs_holds_out_whole_hands_and_writes_the_next_version(tmp_path: Path) -> None:
     root = tmp_path / "rps"
-    image_folder(root / "train", rps.LABELS, per_class=12, fmt="PNG", mode="RGBA", groups=4)
-    image_folder(root / "test", rps.LABELS, per_class=2, fmt="PNG", mode="RGBA")
+    image_folder(root / "train", rps.TASK.labels, per_class=12, fmt="PNG", mode="RGBA", groups=4)
+    image_folder(root / "test", rps.TASK.labels, per_class=2, fmt="PNG", mode="RGBA")
     (tmp_path / "m" / "rps" / "4").mkdir(parents=True)
     rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS])
-    meta = check_export(tmp_path / "m" / "rps" / "5", "rps", rps.LABELS)
+    meta = check_export(tmp_path / "m" / "rps" / "5", "rps", rps.TASK.labels)
     assert meta["dataset"]["validation_examples"] == 9  # one hand of 3 frames per class
     assert meta["dataset"]["train_examples"] == 27
 
@@ -180,24 +180,26 @@ def test_rps_reads_rgba_pngs_holds_out_whole_hands_and_writes_the_next_version(t
 def test_validation_fraction_moves_photos_between_train_and_validation_but_never_the_test_split(
     tmp_path: Path,
 ) -> None:
-    root = image_folder(tmp_path / "flower_photos", flowers.LABELS, per_class=40)
-    spec = flowers.ARCHS["efficientnet_lite0"]
+    root = image_folder(tmp_path / "flower_photos", flowers.TASK.labels, per_class=40)
+    assert flowers.TASK.default == "efficientnet_lite0"  # the photos are decoded at its input, 224x224
 
     def splits(*options: str) -> Any:
-        return flowers.load_data(common.parse_args(flowers.TASK_SPEC, ["--data-dir", str(root), *options]), spec)
+        return flowers.TASK.load(arguments.parse(flowers.TASK, ["--data-dir", str(root), *options]))
 
     default, smaller = splits(), splits("--validation-fraction", "0.075")
-    assert (len(default.y_val), len(smaller.y_val)) == (30, 15)  # 15% and 7.5% of 200 photos, per class
-    assert len(smaller.y_train) == len(default.y_train) + 15
-    np.testing.assert_array_equal(smaller.x_test, default.x_test)  # the test split does not move
+    assert (len(default.validation.y), len(smaller.validation.y)) == (30, 15)  # 15% and 7.5% of 200, per class
+    assert len(smaller.train.y) == len(default.train.y) + 15
+    np.testing.assert_array_equal(smaller.test.x, default.test.x)  # the test split does not move
     with pytest.raises(SystemExit):
-        common.parse_args(flowers.TASK_SPEC, ["--validation-fraction", "0.6"])
+        arguments.parse(flowers.TASK, ["--validation-fraction", "0.6"])
     with pytest.raises(SystemExit):  # rps holds out whole hands: it has no such option
-        common.parse_args(rps.TASK_SPEC, ["--validation-fraction", "0.1"])
+        arguments.parse(rps.TASK, ["--validation-fraction", "0.1"])
 
 
 def test_cosine_schedule_keeps_the_final_weights_and_plateau_the_best_validation_loss() -> None:
     import keras
+
+    from training.config import Schedule
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype(np.float32)
@@ -205,20 +207,21 @@ def test_cosine_schedule_keeps_the_final_weights_and_plateau_the_best_validation
     # Validation labels are the training rule reversed: the better the fit, the worse the validation loss,
     # so the final epoch is the worst one and "best validation loss" would keep the first.
     train, val = (
-        common.make_dataset(x, y, 16, shuffle=False, seed=0),
-        common.make_dataset(x, 1 - y, 16, shuffle=False, seed=0),
+        fitting.make_dataset(x, y, 16, shuffle=False, seed=0),
+        fitting.make_dataset(x, 1 - y, 16, shuffle=False, seed=0),
     )
-    for schedule, kept in (("cosine", -1), ("plateau", 0)):
+    schedules: tuple[tuple[Schedule, int], ...] = (("cosine", -1), ("plateau", 0))
+    for schedule, kept in schedules:
         keras.utils.set_random_seed(0)
         inputs = keras.Input((4,))
         model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
-        history = common.fit(model, train, val, epochs=4, patience=4, learning_rate=0.1, schedule=schedule)
+        history = fitting.fit(model, train, val, epochs=4, patience=4, learning_rate=0.1, schedule=schedule)
         assert history["val_loss"][-1] > history["val_loss"][0]
         assert model.evaluate(val, verbose=0)[0] == pytest.approx(history["val_loss"][kept], rel=1e-4)
 
 
 def test_grouped_split_holds_out_whole_groups_per_class() -> None:
-    from training.common import grouped_split
+    from training.splits import grouped_split
 
     groups = ["a1", "a1", "a2", "a2", "a3", "b1", "b1", "b2", "b2"]
     y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
@@ -237,7 +240,7 @@ def test_fashion_mnist_reads_idx_files_and_inverts_light_backgrounds(tmp_path: P
     data = idx_files(tmp_path / "fashion")
     fashion_mnist.main(["--data-dir", str(data), "--epochs", "2", "--output-dir", str(tmp_path / "m"), *OOD_ARGS])
     version_dir = tmp_path / "m" / "fashion_mnist" / "1"
-    meta = check_export(version_dir, "fashion_mnist", fashion_mnist.LABELS)
+    meta = check_export(version_dir, "fashion_mnist", fashion_mnist.TASK.labels)
     assert meta["metrics"]["test_examples"] == 40 and meta["input"]["auto_invert"] is True
     # The cnn names its blocks: the ensembles that read their statistics are candidates too.
     assert {"feature_ensemble", "knn_ensemble"} <= set(meta["ood"]["candidates"])
@@ -258,7 +261,7 @@ def test_fashion_mnist_reads_idx_files_and_inverts_light_backgrounds(tmp_path: P
         (lambda root: root, "missing"),
         (lambda root: image_folder(root, ["daisy", "dandelion", "roses", "sunflowers"], 2), "missing ['tulips']"),
         (
-            lambda root: (image_folder(root, flowers.LABELS[:4], 2), (root / "tulips").mkdir(), root)[2],
+            lambda root: (image_folder(root, flowers.TASK.labels[:4], 2), (root / "tulips").mkdir(), root)[2],
             "holds no image files",
         ),
     ],
@@ -272,7 +275,7 @@ def test_bad_data_directory_stops_with_one_clear_message(
 
 
 def test_class_with_only_corrupt_files_is_a_clear_error(tmp_path: Path) -> None:
-    image_folder(tmp_path, flowers.LABELS, 2)
+    image_folder(tmp_path, flowers.TASK.labels, 2)
     for path in (tmp_path / "tulips").iterdir():
         path.write_bytes(b"garbage")
     with pytest.raises(SystemExit, match="no decodable image"):
@@ -324,8 +327,8 @@ def _quantized_tiny_rps(tmp_path: Path, *options: str) -> tuple[Path, dict[str, 
     from training import quantize
 
     root = tmp_path / "rps"
-    image_folder(root / "train", rps.LABELS, per_class=12, fmt="PNG", mode="RGBA", groups=4)
-    image_folder(root / "test", rps.LABELS, per_class=4, fmt="PNG", mode="RGBA")
+    image_folder(root / "train", rps.TASK.labels, per_class=12, fmt="PNG", mode="RGBA", groups=4)
+    image_folder(root / "test", rps.TASK.labels, per_class=4, fmt="PNG", mode="RGBA")
     rps.main(["--data-dir", str(root), "--epochs", "1", "--output-dir", str(tmp_path / "m"), *OOD_ARGS])
     argv = ["rps", "--data-dir", str(root), "--model-dir", str(tmp_path / "m"), "--calibration-images", "20"]
     quantize.main([*argv, *options])

@@ -3,7 +3,7 @@ that judge it: expected calibration error and negative log-likelihood.
 
 One scalar T divides the logits before the softmax. It changes no prediction (the argmax is the same),
 only how confident they are. T is fitted on the validation split, never the test split, by minimising
-the negative log-likelihood; `training.common` then builds it into the exported graph, so every consumer
+the negative log-likelihood; `training.export` then builds it into the exported graph, so every consumer
 of the SavedModel gets calibrated `probabilities`.
 """
 

@@ -1,4 +1,4 @@
-"""Shrink SavedModels exported before `common.export` compacted them (same weights, same outputs):
+"""Shrink SavedModels exported before `training.export` compacted them (same weights, same outputs):
 
     python -m training.compact models/flowers/1 [more version directories]
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.common import compact_saved_model
+from training.export import compact_saved_model
 
 
 def compact_in_place(version_dir: Path) -> None:

@@ -1,16 +1,15 @@
 """An exported model version and the splits its training run made, for the commands that work on it afterwards
 (`training.quantize`, `training.ood_check`).
 
-The splits are rebuilt from the run's own arguments: the command recorded in `metadata.json`
-(`training.command`), parsed by the task's parser, so its seed, validation fraction and out-of-distribution
-set size are the run's, not today's defaults. Only the dataset's location may differ (`data_dir`). A rebuilt
-validation split whose size differs from the recorded one is refused: the images in it would not be the
-ones the run held out, and some could be images the model trained on.
+The splits are rebuilt from the run's own configuration: the command recorded in `metadata.json`
+(`training.command`), parsed by the task's parser (`training.arguments`), so its seed, validation fraction and
+out-of-distribution set size are the run's, not today's defaults. Only the dataset's location may differ
+(`data_dir`). A rebuilt validation split whose size differs from the recorded one is refused: the images in it
+would not be the ones the run held out, and some could be images the model trained on.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import shlex
@@ -21,20 +20,24 @@ from typing import Any
 from app.core.imaging import ImageSpec
 from app.core.model import ModelMetadata, read_metadata
 from app.core.repository import Repository
-from training import common
+from training import arguments
+from training.config import RunConfig
+from training.errors import TrainingError
+from training.splits import Splits
+from training.task import Task
 
 
 @dataclass
 class Exported:
-    """One version directory: its metadata (validated, and as written), input spec, the run's arguments
-    (with `data_dir` replaced when given) and the splits they make."""
+    """One version directory: its metadata (validated, and as written), input spec, the run's configuration
+    (with `data_dir` replaced when given) and the splits it makes."""
 
     version_dir: Path
     metadata: ModelMetadata
     record: dict[str, Any]
     spec: ImageSpec
-    args: argparse.Namespace
-    data: common.Splits
+    config: RunConfig
+    data: Splits
 
 
 def version_dir(model_dir: Path, task: str, version: int | None = None) -> Path:
@@ -42,43 +45,43 @@ def version_dir(model_dir: Path, task: str, version: int | None = None) -> Path:
     would find there (`app.core.repository`)."""
     versions = Repository(model_dir).layout().get(task, {})
     if not versions:
-        raise common.TrainingError(f"no exported version in {model_dir / task}")
+        raise TrainingError(f"no exported version in {model_dir / task}")
     if version is None:
         return versions[max(versions)]
     if version not in versions:
-        raise common.TrainingError(f"{model_dir / task / str(version)} does not exist")
+        raise TrainingError(f"{model_dir / task / str(version)} does not exist")
     return versions[version]
 
 
-def run_arguments(task: common.Task, record: dict[str, Any], data_dir: Path | None) -> argparse.Namespace:
-    """The training run's arguments, parsed from its recorded command, with `data_dir` (and the
+def run_config(task: Task, record: dict[str, Any], data_dir: Path | None) -> RunConfig:
+    """The training run's configuration, parsed from its recorded command, with `data_dir` (and the
     out-of-distribution data folder derived from it) in place of the run's when given."""
     command = record.get("training", {}).get("command")
     prefix = ["python", "-m", f"training.{task.name}"]
     argv = shlex.split(command) if isinstance(command, str) else []
     if argv[:3] != prefix:
-        raise common.TrainingError(f"metadata.json records no `{shlex.join(prefix)} ...` command: {command!r}")
+        raise TrainingError(f"metadata.json records no `{shlex.join(prefix)} ...` command: {command!r}")
     argv = argv[3:]
     if data_dir is not None:  # the last occurrence wins; the OOD sets' folder follows it unless recorded
         argv += ["--data-dir", str(data_dir)]
     try:
-        return common.parse_args(task, argv)
+        return arguments.parse(task, argv)
     except SystemExit as error:  # argparse has printed why
-        raise common.TrainingError(f"the recorded command no longer parses: {command}") from error
+        raise TrainingError(f"the recorded command no longer parses: {command}") from error
 
 
 def load(path: Path, data_dir: Path | None) -> Exported:
     """The exported version at `path` and its training run's splits (see the module docstring)."""
     metadata = read_metadata(path)
     record = json.loads((path / "metadata.json").read_text())
-    task: common.Task = importlib.import_module(f"training.{metadata.task}").TASK_SPEC
-    args = run_arguments(task, record, data_dir)
-    spec = task.archs[args.arch]
-    data = task.load_data(args, spec)
+    # By name, as `python -m` does: the task modules build models, and nothing in the library imports them.
+    task: Task = importlib.import_module(f"training.{metadata.task}").TASK
+    config = run_config(task, record, data_dir)
+    data = task.load(config)
     recorded = record.get("dataset", {}).get("validation_examples")
-    if recorded is not None and recorded != len(data.y_val):
-        raise common.TrainingError(
-            f"the validation split rebuilt from {args.data_dir} has {len(data.y_val)} images, the training run's "
-            f"had {recorded}: not the same dataset or not the same code"
+    if recorded is not None and recorded != len(data.validation):
+        raise TrainingError(
+            f"the validation split rebuilt from {config.data_dir} has {len(data.validation)} images, the training "
+            f"run's had {recorded}: not the same dataset or not the same code"
         )
-    return Exported(path, metadata, record, spec, args, data)
+    return Exported(path, metadata, record, task.architecture(config).input, config, data)

@@ -27,7 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from training import common, exported
+from training import exported
+from training.catalogue import DATASETS
+from training.config import PROJECT_ROOT
+from training.errors import TrainingError
+from training.evaluation import predict_in_batches
+from training.images import IMAGE_SUFFIXES, decode_files, image_files
 from training.ood import flagged_count_distribution, threshold
 
 log = logging.getLogger("training")
@@ -36,9 +41,9 @@ log = logging.getLogger("training")
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m training.ood_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=["flowers", "cats_vs_dogs", "fashion_mnist", "rps"])
+    parser.add_argument("task", choices=list(DATASETS))
     parser.add_argument("--data-dir", type=Path, default=None, help="the dataset, as for training")
-    parser.add_argument("--model-dir", type=Path, default=common.PROJECT_ROOT / "models")
+    parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "models")
     parser.add_argument("--version", type=int, default=None, help="default: the highest")
     parser.add_argument(
         "--images",
@@ -53,9 +58,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         version = exported.load(exported.version_dir(args.model_dir, args.task, args.version), args.data_dir)
-        groups = {"test": version.data.x_test} | {str(folder): _photos(folder, version) for folder in args.images}
+        groups = {"test": version.data.test.x} | {str(folder): _photos(folder, version) for folder in args.images}
         report = check(version, groups, target=args.target)
-    except common.TrainingError as error:
+    except TrainingError as error:
         sys.exit(f"error: {error}")
     print(json.dumps(report, indent=2))
 
@@ -66,13 +71,13 @@ def check(version: exported.Exported, groups: dict[str, np.ndarray], *, target: 
 
     ood = version.metadata.ood
     if ood is None:
-        raise common.TrainingError(f"{version.version_dir} has no out-of-distribution score")
+        raise TrainingError(f"{version.version_dir} has no out-of-distribution score")
     served = tf.saved_model.load(str(version.version_dir)).signatures[version.metadata.signature.name]
 
     def scores(x: np.ndarray) -> np.ndarray:
-        return common.predict_in_batches(served, x)[ood.output]
+        return predict_in_batches(served, x)[ood.output]
 
-    validation = scores(version.data.x_val)
+    validation = scores(version.data.validation.x)
     return {
         "task": version.metadata.task,
         "version": version.metadata.version,
@@ -110,10 +115,10 @@ def against_rule(validation: np.ndarray, scores: np.ndarray, cutoff: float, targ
 
 def _photos(folder: Path, version: exported.Exported) -> np.ndarray:
     """Every image file under `folder`, decoded at the model's input size as an upload would be."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in common.IMAGE_SUFFIXES)
-    decoded = [image for image in common.decode_files(files, version.spec) if image is not None]
+    files = image_files(folder)
+    decoded = [image for image in decode_files(files, version.spec) if image is not None]
     if not decoded:
-        raise common.TrainingError(f"{folder} holds no decodable image ({sorted(common.IMAGE_SUFFIXES)})")
+        raise TrainingError(f"{folder} holds no decodable image ({sorted(IMAGE_SUFFIXES)})")
     log.info("%s: %d images (%d files did not decode)", folder, len(decoded), len(files) - len(decoded))
     return np.stack(decoded)
 

@@ -9,7 +9,6 @@ graph's own scores, so the recorded figures are those of what is served.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,9 @@ import numpy as np
 from app.core.imaging import ImageSpec
 from app.core.model import Outputs
 from training import ood, ood_sets
-from training.common import TrainingError, predict_in_batches
+from training.config import RunConfig
+from training.errors import TrainingError
+from training.evaluation import predict_in_batches
 
 log = logging.getLogger("training")
 
@@ -79,7 +80,7 @@ class OodFit:
 
 def fit(
     task: str,
-    args: argparse.Namespace,
+    config: RunConfig,
     spec: ImageSpec,
     forward: Callable[..., Any],
     measured: dict[str, Outputs],
@@ -87,25 +88,25 @@ def fit(
     temperature: float,
 ) -> OodFit:
     """Fit, threshold, choose and measure every candidate (see the module docstring). `measured` holds the
-    trained model's outputs (`forward`'s) on the "train", "validation" and "test" splits; `args` the run's
+    trained model's outputs (`forward`'s) on the "train", "validation" and "test" splits; of `config`, it reads
     `ood_data_dir`, `ood_per_set`, `ood_method` and `seed`."""
-    sets = ood_sets.build(task, spec, args.ood_data_dir, per_set=args.ood_per_set, seed=args.seed)
-    selection_sets, report_sets = ood_sets.split_halves(sets, args.seed)
+    sets = ood_sets.build(task, spec, config.ood_data_dir, per_set=config.ood_per_set, seed=config.seed)
+    selection_sets, report_sets = ood_sets.split_halves(sets, config.seed)
     outputs = {
         half: {name: predict_in_batches(forward, x) for name, x in chosen.items()}
         for half, chosen in (("selection", selection_sets), ("report", report_sets))
     }
     candidates: dict[str, Candidate] = {}
     methods = ood.available(measured["train"])
-    if args.ood_method not in ("auto", *methods):
-        raise TrainingError(f"--ood-method {args.ood_method} needs a model with blocks; this one offers {methods}")
+    if config.ood_method not in ("auto", *methods):
+        raise TrainingError(f"--ood-method {config.ood_method} needs a model with blocks; this one offers {methods}")
     for method in methods:
         detector = ood.fit(
             method,
             measured["train"],
             y_train,
             temperature=temperature,
-            seed=args.seed,
+            seed=config.seed,
             validation=measured["validation"],
         )
         val_scores, test_scores = detector.score_array(measured["validation"]), detector.score_array(measured["test"])
@@ -128,17 +129,19 @@ def fit(
             candidates[method].test_flagged,
         )
     chosen = (
-        args.ood_method if args.ood_method != "auto" else ood.select({m: c.selection for m, c in candidates.items()})
+        config.ood_method
+        if config.ood_method != "auto"
+        else ood.select({m: c.selection for m, c in candidates.items()})
     )
     log.info("OOD method: %s", chosen)
     description = (
         f"{', '.join(f'{name} ({len(x)})' for name, x in report_sets.items())}: the report halves of seeded "
-        f"sets of up to {args.ood_per_set} images each (other tasks' datasets and generated images), decoded "
+        f"sets of up to {config.ood_per_set} images each (other tasks' datasets and generated images), decoded "
         "by load_image at this model's input size"
     )
     rule = (
         "forced by --ood-method"
-        if args.ood_method != "auto"
+        if config.ood_method != "auto"
         else "highest worst-case AUROC over the selection halves of the sets, against the validation split"
     )
     return OodFit(candidates, chosen, report_sets, description, rule, feature_description(measured["train"]))

@@ -8,7 +8,6 @@ Fashion-MNIST model is a 28x28 grayscale flower, as a user sending one would get
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,17 +17,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from app.core.errors import ClientError
 from app.core.imaging import ImageSpec, load_image
-from training import common
+from training.catalogue import DATASETS
+from training.errors import DatasetError
+from training.images import png
 
 log = logging.getLogger("training")
 
-# Task -> the folder of its dataset in ../shared/datasets (the layout of the datasets README).
-DATASET_DIRS = {
-    "flowers": "flower_photos",
-    "cats_vs_dogs": "cats_vs_dogs",
-    "fashion_mnist": "fashion_mnist",
-    "rps": "rps_28x28",
-}
 GENERATED = ("noise", "flat_colours", "gradients", "patterns", "text")
 _WORDS = [
     "the",
@@ -51,23 +45,23 @@ _WORDS = [
 
 
 def build(task: str, spec: ImageSpec, data_root: Path | None, *, per_set: int, seed: int) -> dict[str, np.ndarray]:
-    """Set name -> uint8 images `[n, H, W, C]` for `spec`: `per_set` images of each other task's dataset
-    (from `data_root/<folder>`, or downloaded when `data_root` is None) and of each generated kind.
-    A dataset that cannot be found is left out with a warning, so training never fails for it."""
+    """Set name -> uint8 images `[n, H, W, C]` for `spec`: `per_set` images of each catalogue dataset other
+    than `task`'s (from `data_root/<its folder>`, or downloaded when `data_root` is None) and of each generated
+    kind. A dataset that cannot be found is left out with a warning, so training never fails for it."""
     rng = np.random.default_rng(seed)
     sets: dict[str, np.ndarray] = {}
-    for other in DATASET_DIRS:
-        if other == task:
+    for name, dataset in DATASETS.items():
+        if name == task:
             continue
         try:
-            encoded = _dataset_sample(other, data_root, per_set, rng)
-        except common.DatasetError as error:
-            log.warning("OOD set %s left out: %s", other, error)
+            encoded = dataset.sample(data_root / dataset.folder if data_root is not None else None, per_set, rng)
+        except DatasetError as error:
+            log.warning("OOD set %s left out: %s", name, error)
             continue
-        sets[other] = _decode(encoded, spec)
+        sets[name] = _decode(encoded, spec)
     size = (max(spec.width, 64), max(spec.height, 64))
     for kind in GENERATED:
-        sets[kind] = _decode([_png(_GENERATORS[kind](rng, size)) for _ in range(per_set)], spec)
+        sets[kind] = _decode([png(_GENERATORS[kind](rng, size)) for _ in range(per_set)], spec)
     return sets
 
 
@@ -82,38 +76,6 @@ def split_halves(sets: dict[str, np.ndarray], seed: int) -> tuple[dict[str, np.n
     return selection, report
 
 
-# ------------------------------------------------------------------------------------- other datasets
-def _dataset_sample(task: str, data_root: Path | None, count: int, rng: np.random.Generator) -> list[bytes]:
-    if task == "fashion_mnist":
-        from training import fashion_mnist
-
-        directory = data_root / DATASET_DIRS[task] if data_root is not None else None
-        images, _ = fashion_mnist.load_split(directory, "test")
-        chosen = rng.choice(len(images), size=min(count, len(images)), replace=False)
-        return [_png(Image.fromarray(images[i, :, :, 0], mode="L")) for i in chosen]
-    files = sorted(p for p in _dataset_dir(task, data_root).rglob("*") if p.suffix.lower() in common.IMAGE_SUFFIXES)
-    if not files:
-        raise common.DatasetError(f"no image files under {_dataset_dir(task, data_root)}")
-    chosen = rng.choice(len(files), size=min(count, len(files)), replace=False)
-    return [files[i].read_bytes() for i in chosen]
-
-
-def _dataset_dir(task: str, data_root: Path | None) -> Path:
-    if data_root is not None:
-        path = data_root / DATASET_DIRS[task]
-        if not path.is_dir():
-            raise common.DatasetError(f"{path} does not exist")
-        return path
-    from training import cats_vs_dogs, flowers, rps
-
-    downloads: dict[str, Callable[[], Path]] = {
-        "flowers": lambda: common.download(flowers.URL, "flower_photos.tgz"),
-        "cats_vs_dogs": lambda: common.download(cats_vs_dogs.URL, "cats_and_dogs_filtered.zip"),
-        "rps": lambda: common.download(rps.TEST_URL, "rps-test-set.zip"),
-    }
-    return downloads[task]()
-
-
 def _decode(encoded: list[bytes], spec: ImageSpec) -> np.ndarray:
     images = []
     for data in encoded:
@@ -122,12 +84,6 @@ def _decode(encoded: list[bytes], spec: ImageSpec) -> np.ndarray:
         except ClientError as error:
             log.warning("OOD image skipped: %s", error)
     return np.stack(images)
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------------------------ generated images

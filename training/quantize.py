@@ -35,7 +35,10 @@ import numpy as np
 from app.core.model import OOD_SCORE, PROBABILITIES
 from app.core.runtimes.openvino import INT8_DIR, INT8_MODEL
 from app.core.runtimes.openvino import load as load_openvino
-from training import common, exported, ood_sets
+from training import exported, ood_sets
+from training.catalogue import DATASETS
+from training.config import PROJECT_ROOT
+from training.errors import TrainingError
 from training.ood import evaluate, threshold
 
 log = logging.getLogger("training")
@@ -45,9 +48,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m training.quantize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=["flowers", "cats_vs_dogs", "fashion_mnist", "rps"])
+    parser.add_argument("task", choices=list(DATASETS))
     parser.add_argument("--data-dir", type=Path, default=None, help="the dataset, as for training")
-    parser.add_argument("--model-dir", type=Path, default=common.PROJECT_ROOT / "models")
+    parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "models")
     parser.add_argument("--version", type=int, default=None, help="default: the highest")
     parser.add_argument("--calibration-images", type=int, default=300)
     parser.add_argument(
@@ -62,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         version_dir = exported.version_dir(args.model_dir, args.task, args.version)
         record = quantize(version_dir, args)
-    except common.TrainingError as error:
+    except TrainingError as error:
         sys.exit(f"error: {error}")
     record["command"] = f"python -m training.quantize {shlex.join(argv)}"
     meta = json.loads((version_dir / "metadata.json").read_text())
@@ -81,10 +84,10 @@ def quantize(version_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     import openvino as ov
 
     version = exported.load(version_dir, args.data_dir)
-    metadata, spec, data, run_args = version.metadata, version.spec, version.data, version.args
-    rng = np.random.default_rng(run_args.seed)
-    chosen = rng.permutation(len(data.x_train))[: args.calibration_images]
-    calibration = nncf.Dataset([data.x_train[i : i + 1] for i in chosen])
+    metadata, spec, data, run_config = version.metadata, version.spec, version.data, version.config
+    rng = np.random.default_rng(run_config.seed)
+    chosen = rng.permutation(len(data.train))[: args.calibration_images]
+    calibration = nncf.Dataset([data.train.x[i : i + 1] for i in chosen])
 
     model = ov.Core().read_model(str(version_dir))  # not ov.convert_model: no usage telemetry
     ood_head = _ood_only_operations(model, metadata.signature.output, metadata.ood.output) if metadata.ood else []
@@ -98,7 +101,9 @@ def quantize(version_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         quantized = nncf.quantize_with_accuracy_control(
             model,
             calibration,
-            nncf.Dataset([(data.x_val[i : i + 1], data.y_val[i]) for i in range(len(data.x_val))], _image),
+            nncf.Dataset(
+                [(data.validation.x[i : i + 1], data.validation.y[i]) for i in range(len(data.validation))], _image
+            ),
             partial(_top1, output=metadata.signature.output),
             max_drop=args.max_drop / 100,
             drop_type=nncf.DropType.ABSOLUTE,
@@ -116,7 +121,7 @@ def quantize(version_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         parts = [predict(x[i : i + 64]) for i in range(0, len(x), 64)]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
-    test_int8, test_fp32 = run(int8.predict, data.x_test), run(fp32.predict, data.x_test)
+    test_int8, test_fp32 = run(int8.predict, data.test.x), run(fp32.predict, data.test.x)
     control = {} if args.max_drop is None else {"max_validation_drop_points": args.max_drop}
     record: dict[str, Any] = {
         "method": "NNCF post-training quantization (OpenVINO IR, int8 weights and activations)"
@@ -126,22 +131,22 @@ def quantize(version_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "artifact": f"{INT8_DIR}/{INT8_MODEL}",
         "calibration_images": len(chosen),
         "calibration_split": "training",
-        "test_accuracy": round(float(np.mean(test_int8[PROBABILITIES].argmax(axis=1) == data.y_test)), 4),
-        "fp32_test_accuracy": round(float(np.mean(test_fp32[PROBABILITIES].argmax(axis=1) == data.y_test)), 4),
+        "test_accuracy": round(float(np.mean(test_int8[PROBABILITIES].argmax(axis=1) == data.test.y)), 4),
+        "fp32_test_accuracy": round(float(np.mean(test_fp32[PROBABILITIES].argmax(axis=1) == data.test.y)), 4),
         "same_predictions_as_fp32": round(
             float(np.mean(test_int8[PROBABILITIES].argmax(axis=1) == test_fp32[PROBABILITIES].argmax(axis=1))), 4
         ),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     if OOD_SCORE in test_int8:
-        cutoff = threshold(run(int8.predict, data.x_val)[OOD_SCORE])
+        cutoff = threshold(run(int8.predict, data.validation.x)[OOD_SCORE])
         record["ood_threshold"] = cutoff
         record["ood_test_flagged"] = round(float(np.mean(test_int8[OOD_SCORE] > cutoff)), 4)
         # The same report halves of the same out-of-distribution sets as training's figures, through int8.
         sets = ood_sets.build(
-            metadata.task, spec, run_args.ood_data_dir, per_set=run_args.ood_per_set, seed=run_args.seed
+            metadata.task, spec, run_config.ood_data_dir, per_set=run_config.ood_per_set, seed=run_config.seed
         )
-        _, report = ood_sets.split_halves(sets, run_args.seed)
+        _, report = ood_sets.split_halves(sets, run_config.seed)
         record["ood_evaluation"] = {
             name: evaluate(test_int8[OOD_SCORE], run(int8.predict, x)[OOD_SCORE], cutoff) for name, x in report.items()
         }
