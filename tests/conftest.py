@@ -129,7 +129,7 @@ def fake_model(path: Path, predict: Callable[[np.ndarray], Outputs]) -> LoadedMo
     """The version at `path` (its metadata read for real) served by `predict`, as TensorFlow would serve it."""
     meta = read_metadata(path)
     threshold = meta.ood.threshold if meta.ood is not None else None
-    return LoadedModel(meta, path, FakeCompiled(predict), "tensorflow", "", threshold)
+    return LoadedModel(meta, path, FakeCompiled(predict), "tensorflow", "", threshold, meta.conformal)
 
 
 class FakeLoader:

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from app.core.conformal import coverage_key
 from app.core.errors import ModelLoadError
 from app.core.imaging import ImageSpec
 
@@ -49,6 +50,44 @@ class OodInfo(BaseModel):
     method: str
     output: str = "ood_score"
     threshold: float = Field(allow_inf_nan=False)
+    guarantee: OodGuarantee | None = None
+
+
+class OodGuarantee(BaseModel):
+    """The threshold's training-conditional bound: with probability at least 1 - `delta` over the draw of the
+    `calibration_examples`, at most `alpha` of genuine images are flagged (`holds`: whether the calibration
+    split was large enough for any threshold to give it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    alpha: float = Field(gt=0, lt=1)
+    delta: float = Field(gt=0, lt=1)
+    calibration_examples: int = Field(ge=0)
+    holds: bool = True
+
+
+class ConformalInfo(BaseModel):
+    """Split-conformal sets (`app.core.conformal`): the method, RAPS's `penalty` and `k_reg` (0 for APS), and
+    the calibration scores' quantile per recorded coverage ("0.9" -> quantile)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: Literal["aps", "raps"]
+    score_quantiles: dict[str, float] = Field(min_length=1)
+    penalty: float = Field(0.0, ge=0)
+    k_reg: int = Field(0, ge=0)
+
+    @field_validator("score_quantiles")
+    @classmethod
+    def _coverages(cls, quantiles: dict[str, float]) -> dict[str, float]:
+        for key in quantiles:
+            try:
+                coverage = float(key)
+            except ValueError as error:
+                raise ValueError(f"coverage {key!r} is not a number") from error
+            if not 0 < coverage < 1 or coverage_key(coverage) != key:
+                raise ValueError(f"coverage {key!r} must be written like 0.9, in (0, 1)")
+        return quantiles
 
 
 class ModelMetadata(BaseModel):
@@ -69,6 +108,7 @@ class ModelMetadata(BaseModel):
     created_at: str
     calibration: CalibrationInfo | None = None
     ood: OodInfo | None = None
+    conformal: ConformalInfo | None = None
     subject: str | None = None
 
     @property

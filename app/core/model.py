@@ -17,7 +17,7 @@ import numpy as np
 
 from app.core.errors import ModelLoadError
 from app.core.imaging import ImageSpec
-from app.core.metadata import ModelMetadata, read_metadata
+from app.core.metadata import ConformalInfo, ModelMetadata, read_metadata
 
 __all__ = [
     "OOD_SCORE",
@@ -63,8 +63,10 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model version ready to serve: its metadata, where it lives, what runs it and why, and the
-    out-of-distribution threshold that flags (None: the model has no OOD score)."""
+    """A model version ready to serve: its metadata, where it lives, what runs it and why, the
+    out-of-distribution threshold that flags (None: the model has no OOD score) and the conformal record
+    its prediction sets use (None: none was recorded). The last two are those of what runs: an int8
+    model has its own, fitted on its own scores."""
 
     metadata: ModelMetadata
     path: Path
@@ -72,6 +74,7 @@ class LoadedModel:
     runtime: str
     why: str
     ood_threshold: float | None
+    conformal: ConformalInfo | None
 
     def predict(self, batch: np.ndarray) -> Outputs:
         return self.compiled.run(batch)

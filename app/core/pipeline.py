@@ -25,11 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.core.conformal import coverage_key
 from app.core.decoding import Decoder
-from app.core.errors import DeadlineExceeded, NotFound, PayloadTooLarge
+from app.core.errors import DeadlineExceeded, InvalidRequest, NotFound, PayloadTooLarge
 from app.core.metrics import Metrics
 from app.core.model import LoadedModel, Outputs
-from app.core.predictions import Prediction, postprocess
+from app.core.predictions import Prediction, SetRule, postprocess
 from app.core.registry import Registry, Served
 from app.core.settings import Settings
 from app.core.tensors import Images
@@ -38,10 +39,12 @@ from app.core.tensors import Images
 @dataclass(frozen=True)
 class Options:
     """What a request may ask besides its images: a served `version` (None: the highest), `top_k` labels
-    per image (None: all), and a `deadline` (`loop.time()` after which it must not run; None: none)."""
+    per image (None: all), a `coverage` for prediction sets (None: no sets; it must be one the model
+    recorded) and a `deadline` (`loop.time()` after which it must not run; None: none)."""
 
     version: int | None = None
     top_k: int | None = None
+    coverage: float | None = None
     deadline: float | None = None
 
 
@@ -97,6 +100,7 @@ class Pipeline:
             raise PayloadTooLarge(f"{len(images)} {images.noun} in one request; the limit is {limit}")
         served.batcher.check_capacity(len(images))
         model = served.model
+        sets = set_rule(model, options.coverage)
         pixels = await self._decode(model, images) if images.files is not None else list(images.pixels or [])
         _check_deadline(options.deadline)
         outputs = await served.batcher.submit(pixels, deadline=options.deadline)
@@ -104,7 +108,7 @@ class Pipeline:
         labels = model.metadata.labels
         k = min(options.top_k or len(labels), len(labels))
         predictions = [
-            postprocess(row, labels, k, images.name(i), model.ood_threshold) for i, row in enumerate(outputs)
+            postprocess(row, labels, k, images.name(i), model.ood_threshold, sets) for i, row in enumerate(outputs)
         ]
         return Result(model, outputs, predictions)
 
@@ -115,6 +119,24 @@ class Pipeline:
             *(self._decoder(task, data, spec, images.name(i)) for i, data in enumerate(files))
         )
         return list(decoded)
+
+
+def set_rule(model: LoadedModel, coverage: float | None) -> SetRule | None:
+    """The prediction-set rule for `coverage` on `model`: None when no coverage is asked or the model records
+    no conformal quantiles (its predictions then carry no set; `GET /models/{task}` says why);
+    `InvalidRequest` (422) for a coverage it did not record."""
+    if coverage is None or model.conformal is None:
+        return None
+    recorded = model.conformal.score_quantiles
+    key = coverage_key(coverage) if 0 < coverage < 1 else None
+    if key not in recorded:
+        choices = ", ".join(sorted(recorded, key=float))
+        raise InvalidRequest(
+            f"coverage {coverage:g} is not recorded for model {model.metadata.task!r} version {model.version}; "
+            f"ask for one of {choices}"
+        )
+    conformal = model.conformal
+    return SetRule(recorded[key], penalty=conformal.penalty, k_reg=conformal.k_reg)
 
 
 def _check_deadline(deadline: float | None) -> None:

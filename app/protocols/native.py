@@ -15,6 +15,7 @@ from fastapi import APIRouter, File, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core import guarantees
 from app.core.errors import NotFound, NotReady
 from app.core.metadata import InputInfo
 from app.core.model import LoadedModel
@@ -44,6 +45,12 @@ class Prediction(BaseModel):
         "the model was trained on (`label` is still the most probable class); null if the model has no OOD score"
     )
     ood_score: float | None = Field(description="higher means less like the training images; null if none")
+    prediction_set: list[str] | None = Field(
+        None,
+        description="with `coverage`: the labels (most probable first) of a split-conformal set that holds the "
+        "true label with probability at least `coverage`; null if the model records no conformal quantiles "
+        "(`GET /models/{task}` says why); absent without `coverage`",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -66,6 +73,10 @@ class ModelSummary(BaseModel):
     subject: str | None = Field(description='what the model expects to see, e.g. "a cat or a dog"')
     plots: dict[str, str] = Field(description="plot name -> URL of the PNG (training curves, reliability, ...)")
     runtime: dict[str, Any] = Field(description="what runs the model (tensorflow, openvino), its precision, and why")
+    guarantees: dict[str, Any] = Field(
+        description="prediction sets (coverages, test coverage and set size) and the out-of-distribution flag's "
+        "false-flag bound, in figures and words; or why the model gives none"
+    )
     metadata: dict[str, Any]
 
 
@@ -75,28 +86,37 @@ class Health(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------- predict
-@router.post("/predict/{task}", response_model=PredictResponse, responses=_ERRORS, tags=["predict"])
+@router.post(
+    "/predict/{task}",
+    response_model=PredictResponse,
+    response_model_exclude_unset=True,  # `prediction_set` only when a coverage was asked
+    responses=_ERRORS,
+    tags=["predict"],
+)
 async def predict(
     service: ServiceDep,
     task: str,
     file: Annotated[list[UploadFile], File(min_length=1, description="one or more image files (repeat the field)")],
     top_k: Annotated[int | None, Query(ge=1, description="labels per image (default: all classes)")] = None,
     version: Version = None,
+    coverage: Annotated[
+        float | None,
+        Query(gt=0, lt=1, description="add each image's prediction set at this coverage (one the model records)"),
+    ] = None,
 ) -> PredictResponse:
     """Classify one or more images; results come back in upload order."""
     pipeline = service.pipeline
     async with pipeline.lease(task, version) as served:
         contents = [await upload.read() for upload in file]
         images = Images(files=contents, names=[upload.filename or "file" for upload in file], noun="files")
-        result = await pipeline.run(served, images, Options(version=version, top_k=top_k))
-    return PredictResponse(
-        task=task,
-        model_version=result.model.version,
-        predictions=[
-            Prediction(**{**asdict(p), "filename": upload.filename})
-            for p, upload in zip(result.predictions, file, strict=True)
-        ],
-    )
+        result = await pipeline.run(served, images, Options(version=version, top_k=top_k, coverage=coverage))
+    predictions = []
+    for p, upload in zip(result.predictions, file, strict=True):
+        fields = {**asdict(p), "filename": upload.filename}
+        if coverage is None:
+            del fields["prediction_set"]
+        predictions.append(Prediction(**fields))
+    return PredictResponse(task=task, model_version=result.model.version, predictions=predictions)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -138,6 +158,7 @@ def _summary(model: LoadedModel) -> ModelSummary:
             name: f"/models/{meta.task}/plots/{name}" for name, file in PLOTS.items() if (model.path / file).is_file()
         },
         runtime=model.describe(),
+        guarantees=guarantees.describe(model),
         metadata=meta.model_dump(),
     )
 

@@ -16,6 +16,7 @@ import re
 from functools import partial
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel
 
@@ -29,6 +30,7 @@ from app.protocols.oip_codec import HEADER_LENGTH, InferRequest, V2InferResponse
 from app.protocols.rest import JsonParserDep, ServiceDep, V2Error, error_responses, get_and_head
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+PREDICTION_SET = "prediction_set"  # the BOOL output a `coverage` parameter adds
 ERRORS = error_responses(V2Error)
 MODEL_ERRORS = error_responses(V2Error, 404, 503)
 # The request body is read and parsed by the route itself (off the event loop when large), so its schema is
@@ -156,9 +158,15 @@ async def _infer(
         if len(header) > settings.max_json_bytes:
             raise PayloadTooLarge(f"JSON of {len(header):,} bytes exceeds the {settings.max_json_bytes:,}-byte limit")
         parsed = await parser(header, partial(parse_infer_request, spec=spec, binary=binary))
-        result = await pipeline.run(served, parsed.images.named("element"), Options(version=version))
+        options = Options(version=version, coverage=parsed.coverage)
+        result = await pipeline.run(served, parsed.images.named("element"), options)
     tensors = result.model.output_tensors()
     outputs = {tensors[name].name: values for name, values in result.stacked().items()}
+    if parsed.coverage is not None and result.model.conformal is not None:
+        labels = result.model.metadata.labels
+        outputs[PREDICTION_SET] = np.array(
+            [[label in (p.prediction_set or []) for label in labels] for p in result.predictions], dtype=bool
+        )
     return infer_response(task, result.model.version, parsed.id, outputs, parsed)
 
 

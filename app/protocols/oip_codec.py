@@ -7,9 +7,10 @@ JSON's length) by the raw bytes of every input whose `parameters.binary_data_siz
 
 The input is one tensor, named as the signature's input, and its datatype tells what it holds:
 `BYTES` [n] are encoded image files, decoded like uploads; `UINT8` [n, H, W, C] are pixels. Outputs are
-the signature's (`probabilities`, and `ood_score` where the model has one), all of them unless the
-request lists some, as JSON or, per output or for all (`binary_data_output`), as binary FP32 data after
-the JSON header of the response.
+the signature's (`probabilities`, and `ood_score` where the model has one) and, when the request's
+parameters ask for a `coverage` the model records, `prediction_set` (BOOL [n, classes]: whether each label,
+in the model's label order, is in the image's conformal set); all of them unless the request lists some,
+as JSON or, per output or for all (`binary_data_output`), as binary data after the JSON header.
 """
 
 from __future__ import annotations
@@ -54,9 +55,7 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] | None = None
 
 
-class V2InferResponse(BaseModel):
-    """What `infer_response` writes (documented in the OpenAPI schema)."""
-
+class V2InferResponse(BaseModel):  # what `infer_response` writes, for the OpenAPI document
     model_config = ConfigDict(protected_namespaces=())
 
     model_name: str
@@ -73,6 +72,7 @@ class ParsedInfer:
     images: Images
     outputs: list[str] | None = None  # requested output names (None: all)
     binary: set[str] = field(default_factory=set)  # outputs to send as binary data
+    coverage: float | None = None  # the request parameter: add each image's prediction set
 
 
 def parse_infer_request(header: bytes, spec: ImageSpec, binary: bytes = b"") -> ParsedInfer:
@@ -100,12 +100,23 @@ def parse_infer_request(header: bytes, spec: ImageSpec, binary: bytes = b"") -> 
         raise InvalidRequest(f"input {tensor.name!r} has neither data nor binary_data_size")
     else:
         images = _json_images(tensor, spec)
+    coverage = _coverage((body.parameters or {}).get("coverage"))
     # Binary outputs: those asked for one by one, else all when the request-level parameter says so.
     default = (body.parameters or {}).get("binary_data_output", False) is True
     if not body.outputs:
-        return ParsedInfer(body.id, images, None, {ALL} if default else set())
+        return ParsedInfer(body.id, images, None, {ALL} if default else set(), coverage)
     binary_outputs = {o.name for o in body.outputs if (o.parameters or {}).get("binary_data", default) is True}
-    return ParsedInfer(body.id, images, [o.name for o in body.outputs], binary_outputs)
+    return ParsedInfer(body.id, images, [o.name for o in body.outputs], binary_outputs, coverage)
+
+
+def _coverage(value: Any) -> float | None:
+    """The `coverage` request parameter: absent, or a number in (0, 1) (whether the model records it is
+    the pipeline's to say)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise InvalidRequest(f"parameter coverage must be a number in (0, 1), got {value!r}")
+    return float(value)
 
 
 def _json_images(tensor: V2Tensor, spec: ImageSpec) -> Images:
@@ -150,8 +161,8 @@ def _binary_images(tensor: V2Tensor, data: bytes, spec: ImageSpec) -> Images:
 def infer_response(
     model_name: str, version: int, request_id: str | None, outputs: dict[str, np.ndarray], parsed: ParsedInfer
 ) -> Response:
-    """The response for `outputs` (name -> stacked FP32 array): the requested ones, each as JSON data or
-    binary data after the JSON header."""
+    """The response for `outputs` (name -> stacked array: FP32, or BOOL for a bool array): the requested
+    ones, each as JSON data or binary data after the JSON header."""
     if parsed.outputs is not None:
         unknown = sorted(set(parsed.outputs) - set(outputs))
         if unknown:
@@ -159,9 +170,12 @@ def infer_response(
     names = parsed.outputs if parsed.outputs is not None else list(outputs)
     tensors, blobs = [], []
     for name in names:
-        # JSON has no NaN or infinity: a non-finite score is sent as the largest float32 (flagged).
-        values = np.nan_to_num(outputs[name], nan=_FLT_MAX, posinf=_FLT_MAX, neginf=-_FLT_MAX).astype("<f4")
-        tensor: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(values.shape)}
+        if outputs[name].dtype == np.bool_:
+            values, datatype = outputs[name], "BOOL"
+        else:  # JSON has no NaN or infinity: a non-finite score is sent as the largest float32 (flagged).
+            values = np.nan_to_num(outputs[name], nan=_FLT_MAX, posinf=_FLT_MAX, neginf=-_FLT_MAX).astype("<f4")
+            datatype = "FP32"
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(values.shape)}
         if name in parsed.binary or ALL in parsed.binary:
             blob = values.tobytes()
             tensor["parameters"] = {"binary_data_size": len(blob)}

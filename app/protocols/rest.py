@@ -26,15 +26,13 @@ _ERROR_TEXTS = {
 }
 
 
+# Error bodies (their docstrings would become OpenAPI descriptions): DESIGN.md's, and the one of the Open
+# Inference Protocol and of TensorFlow Serving's REST API.
 class Problem(BaseModel):
-    """DESIGN.md's error body."""
-
     detail: str
 
 
 class V2Error(BaseModel):
-    """The error body of the Open Inference Protocol and of TensorFlow Serving's REST API."""
-
     error: str
 
 

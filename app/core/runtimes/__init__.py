@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from app.core.metadata import ModelMetadata, read_metadata
+from app.core.metadata import ConformalInfo, ModelMetadata, read_metadata
 from app.core.model import (
     PROBABILITIES,
     Compiled,
@@ -42,6 +43,7 @@ from app.core.runtimes.timing import best_seconds
 from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
+Own = tuple[float | None, ConformalInfo | None]  # the OOD threshold and conformal record of what runs
 PARITY_TOLERANCE = 1e-4
 INT8_MAX_DROP = 0.005  # accuracy, as a fraction
 REFERENCE = tensorflow.RUNTIME.name
@@ -61,10 +63,12 @@ def load(version_dir: Path, *, settings: Settings) -> LoadedModel:
     metadata = read_metadata(version_dir)
     options = RuntimeOptions(precision="fp32", threads=settings.tf_intra_op_threads, freeze=settings.freeze_models)
     reference = RUNTIMES[REFERENCE].load(version_dir, metadata, options)
-    fp32_threshold = metadata.ood.threshold if metadata.ood is not None else None
+    fp32 = (metadata.ood.threshold if metadata.ood is not None else None, metadata.conformal)
 
-    def serve(name: str, compiled: Compiled, why: str, threshold: float | None = fp32_threshold) -> LoadedModel:
-        model = LoadedModel(metadata, version_dir, compiled, name, why, threshold)
+    def serve(
+        name: str, compiled: Compiled, why: str, own: tuple[float | None, ConformalInfo | None] = fp32
+    ) -> LoadedModel:
+        model = LoadedModel(metadata, version_dir, compiled, name, why, *own)
         log.info("%s v%d: %s (%s) serves: %s", metadata.task, metadata.version, name, model.precision, why)
         return model
 
@@ -79,7 +83,7 @@ def load(version_dir: Path, *, settings: Settings) -> LoadedModel:
             log.warning("%s: serving fp32, not int8: %s", version_dir, refusal)
             precision = "fp32"
     candidates = [settings.runtime] if settings.runtime != "auto" else [n for n in RUNTIMES if n != REFERENCE]
-    fastest: tuple[float, str, Compiled, float | None, str] | None = None  # seconds, name, compiled, threshold, why
+    fastest: tuple[float, str, Compiled, Own, str] | None = None  # seconds, name, compiled, own, why
     notes = []
     for name in candidates:
         try:
@@ -93,18 +97,18 @@ def load(version_dir: Path, *, settings: Settings) -> LoadedModel:
                 raise
             notes.append(f"{_display(name)} not used: {error}")
             continue
-        threshold = _int8_record(metadata).get("ood_threshold") if precision == "int8" else fp32_threshold
+        own = _int8_own(metadata) if precision == "int8" else fp32
         if settings.runtime == name:
-            return serve(name, compiled, f"APP_RUNTIME={name}", threshold)
+            return serve(name, compiled, f"APP_RUNTIME={name}", own)
         theirs, ours = _timed(compiled, reference, metadata)
         timing = f"{theirs * 1000:.1f} ms vs TensorFlow's {ours * 1000:.1f} ms for 1 + 16 images"
         if theirs >= ours:
             notes.append(f"{_display(name)} matched but was not faster: {timing}")
         elif fastest is None or theirs < fastest[0]:
-            fastest = (theirs, name, compiled, threshold, f"fastest that matches the SavedModel: {timing}")
+            fastest = (theirs, name, compiled, own, f"fastest that matches the SavedModel: {timing}")
     if fastest is not None:
-        _, name, compiled, threshold, why = fastest
-        return serve(name, compiled, why, threshold)
+        _, name, compiled, own, why = fastest
+        return serve(name, compiled, why, own)
     return serve(REFERENCE, reference, "; ".join(notes) or "no other runtime is registered")
 
 
@@ -126,6 +130,18 @@ def _has_gpu() -> bool:
 
 def _int8_record(metadata: ModelMetadata) -> dict[str, Any]:
     return dict((getattr(metadata, "quantization", None) or {}).get("int8") or {})
+
+
+def _int8_own(metadata: ModelMetadata) -> Own:
+    """The int8 model's own OOD threshold and conformal record (`training.quantize` fits them on its own
+    scores: quantization moves them). An int8 model recorded without conformal quantiles serves no sets."""
+    record = _int8_record(metadata)
+    threshold = record.get("ood_threshold") if metadata.ood is not None else None
+    try:
+        conformal = ConformalInfo.model_validate(record["conformal"]) if record.get("conformal") else None
+    except ValidationError as error:
+        raise ModelLoadError(f"metadata.json's quantization.int8.conformal is invalid: {error}") from error
+    return threshold, conformal
 
 
 def _int8_refusal(metadata: ModelMetadata) -> str:

@@ -96,7 +96,7 @@ def load_saved_model(version_dir: Path, *, freeze: bool = True) -> LoadedModel:
     metadata = read_metadata(version_dir)
     compiled = RUNTIME.load(version_dir, metadata, RuntimeOptions(freeze=freeze))
     threshold = metadata.ood.threshold if metadata.ood is not None else None
-    return LoadedModel(metadata, version_dir, compiled, RUNTIME.name, "", threshold)
+    return LoadedModel(metadata, version_dir, compiled, RUNTIME.name, "", threshold, metadata.conformal)
 
 
 def _output_names(metadata: ModelMetadata) -> dict[str, str]:
