@@ -42,8 +42,9 @@ lint: install
 test: install system-deps lint audit
 	$(PY) -m pytest
 
+# Unit and API tests only: no server process, no training, no Docker or browser (tests/unit, tests/api).
 test-fast: install
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest tests/unit tests/api
 
 serve: install
 	$(PY) -m app

@@ -2,7 +2,7 @@
 (plus schemathesis' examples and stateful phases), every check but "schema-valid data must be
 accepted" (any bytes are a schema-valid `file`, and undecodable ones are 400/415 by design), against a live
 service on the committed models. Its summary line is the figure to report. The tests run a bounded, seeded
-version in-process (`tests/test_schemathesis.py`).
+version in-process (`tests/api/test_schemathesis.py`).
 
     python -m stress.schema --max-examples 500
 """

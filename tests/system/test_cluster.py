@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stress import cluster
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.e2e
 CLIENTS = 16

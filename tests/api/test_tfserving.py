@@ -8,7 +8,8 @@ import base64
 import numpy as np
 import pytest
 
-from tests.conftest import image_bytes, write_model_dir
+from tests.fakes import write_model_dir
+from tests.helpers import image_bytes
 
 BLACK = {"b64": base64.b64encode(image_bytes((0, 0, 0))).decode()}
 WHITE = {"b64": base64.b64encode(image_bytes((255, 255, 255), fmt="JPEG")).decode()}

@@ -14,7 +14,7 @@ from app.core.model import OOD_SCORE, PROBABILITIES, ModelLoadError
 from app.core.repository import discover
 from app.core.runtimes import tensorflow as registry
 from app.core.runtimes.tensorflow import load_saved_model
-from tests.conftest import export_tiny_model, metadata
+from tests.fakes import export_tiny_model, metadata
 
 SPEC = ImageSpec(height=8, width=8, channels=3)
 

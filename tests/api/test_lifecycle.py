@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import image_bytes, write_model_dir
+from tests.fakes import write_model_dir
+from tests.helpers import image_bytes
 
 PNG = image_bytes((40, 40, 40))
 ADMIN = {"Authorization": "Bearer s3cret"}

@@ -13,7 +13,7 @@ from app.core.imaging import ImageSpec, load_image
 from training.efficientnet_lite import INPUT_MEAN, INPUT_STD, default_weights_path, efficientnet_lite0
 from training.torch_legacy import load_state_dict
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats_vs_dogs" / "validation"
+PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "cats_vs_dogs" / "validation"
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 DOG_CLASSES = range(151, 269)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks import loadgen
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = ROOT.parent / "shared" / "datasets" / "flower_photos"
 
 
@@ -57,7 +57,7 @@ def test_variants_refuse_a_malformed_setting() -> None:
 
 
 def test_model_benchmark_times_every_runtime_and_reports_parity(tmp_path: Path) -> None:
-    from tests.conftest import export_tiny_model
+    from tests.fakes import export_tiny_model
 
     version_dir = export_tiny_model(tmp_path / "models", size=16)
     command = [sys.executable, "-m", "benchmarks.models", "--model-dir", str(version_dir.parents[1]), "--repeats", "2"]
@@ -74,7 +74,7 @@ def test_model_benchmark_times_every_runtime_and_reports_parity(tmp_path: Path) 
 
 
 def test_model_benchmark_sweeps_batches_and_states_ratios_to_tensorflow(tmp_path: Path) -> None:
-    from tests.conftest import export_tiny_model
+    from tests.fakes import export_tiny_model
 
     version_dir = export_tiny_model(tmp_path / "models", size=16)
     command = [sys.executable, "-m", "benchmarks.models", "--model-dir", str(version_dir.parents[1]), "--repeats", "2"]

@@ -17,7 +17,8 @@ from PIL import Image
 
 from app.core.settings import Settings
 from app.http.application import create_app
-from tests.conftest import FakeLoader, image_bytes, started, write_model_dir
+from tests.fakes import FakeLoader, write_model_dir
+from tests.helpers import image_bytes, started
 
 BLACK = image_bytes((0, 0, 0))
 WHITE = image_bytes((255, 255, 255))
@@ -221,7 +222,7 @@ def test_model_failure_is_500_for_that_batch_only_and_the_service_keeps_serving(
     loader.predict = explode
     failed = client.post("/predict/shades", files={"file": ("b.png", BLACK)})
     assert failed.status_code == 500 and "GPU on fire" in failed.json()["detail"]
-    from tests.conftest import brightness
+    from tests.fakes import brightness
 
     loader.predict = brightness
     assert client.post("/predict/shades", files={"file": ("b.png", BLACK)}).status_code == 200
@@ -323,7 +324,7 @@ def test_refused_model_is_logged_and_the_others_serve(model_dir: Path, loader: F
     (model_dir / "nometa" / "1").mkdir(parents=True)
     from fastapi.testclient import TestClient
 
-    from tests.conftest import wait_ready
+    from tests.helpers import wait_ready
 
     with TestClient(create_app(Settings(model_dir=model_dir), loader=loader)) as client:
         wait_ready(client)
@@ -342,7 +343,7 @@ def test_highest_version_is_served(model_dir: Path, loader: FakeLoader) -> None:
     write_model_dir(model_dir, version=12)
     from fastapi.testclient import TestClient
 
-    from tests.conftest import wait_ready
+    from tests.helpers import wait_ready
 
     with TestClient(create_app(Settings(model_dir=model_dir), loader=loader)) as client:
         wait_ready(client)

@@ -20,7 +20,8 @@ from app.core.imaging import ImageSpec
 from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, Outputs
 from app.core.settings import Settings
 from app.http.application import create_app
-from tests.conftest import fake_model, metadata, wait_ready
+from tests.fakes import fake_model, metadata
+from tests.helpers import wait_ready
 from training.images import load_image_folder
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_training import idx_files
+from tests.system.test_training import idx_files
 from training import arguments, exported, fashion_mnist, flowers, rps
 from training.errors import TrainingError
 

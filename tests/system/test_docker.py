@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 pytestmark = pytest.mark.e2e

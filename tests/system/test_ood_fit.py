@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_training import OOD_ARGS, image_folder
+from tests.system.test_training import OOD_ARGS, image_folder
 from training import rps
 
 

@@ -16,7 +16,7 @@ import pytest
 from stress.drain import drain_under_load
 from stress.process import Live, service
 from stress.saturate import probe_under_load
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 GUARDED = {"APP_HEADER_TIMEOUT_S": "0.5", "APP_BODY_TIMEOUT_S": "0.5", "APP_MAX_CONNECTIONS": "8"}
 

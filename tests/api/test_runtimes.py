@@ -15,7 +15,7 @@ from app.core.model import OOD_SCORE, PROBABILITIES, Compiled, ModelLoadError, M
 from app.core.runtimes import openvino
 from app.core.runtimes.base import RuntimeOptions
 from app.core.settings import Settings
-from tests.conftest import FakeCompiled, export_tiny_model
+from tests.fakes import FakeCompiled, export_tiny_model
 
 pytest.importorskip("openvino", reason="pip install openvino (a runtime dependency: make install)")
 

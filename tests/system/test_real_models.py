@@ -18,10 +18,10 @@ from app.core.runtimes import openvino
 from app.core.runtimes.tensorflow import load_saved_model
 from app.core.settings import Settings
 from app.http.application import create_app
-from tests.conftest import image_bytes, wait_ready
+from tests.helpers import image_bytes, wait_ready
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+MODELS = Path(__file__).resolve().parents[2] / "models"
+DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from stress.process import ROOT, service
 from stress.venvs import ensure
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 CLIENTS = ["tritonclient[http]==2.73.0", "kserve==0.21.0", "pillow==13.0.0", "numpy==2.4.6"]
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.core.settings import Settings
 from app.http.application import create_app
-from tests.conftest import FakeLoader, wait_ready, write_model_dir
+from tests.fakes import FakeLoader, write_model_dir
+from tests.helpers import wait_ready
 
 
 @pytest.fixture(scope="module")

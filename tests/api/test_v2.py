@@ -11,7 +11,8 @@ import zlib
 import numpy as np
 import pytest
 
-from tests.conftest import image_bytes, write_model_dir
+from tests.fakes import write_model_dir
+from tests.helpers import image_bytes
 
 BLACK = base64.b64encode(image_bytes((0, 0, 0))).decode()
 WHITE = base64.b64encode(image_bytes((255, 255, 255), fmt="JPEG")).decode()

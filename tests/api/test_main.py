@@ -8,7 +8,7 @@ import logging
 import httpx
 import pytest
 
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 
 def test_request_ids_are_echoed_or_made(client) -> None:

@@ -19,7 +19,7 @@ from app.core.errors import Overloaded, PayloadTooLarge
 from app.core.imaging import ImageSpec
 from app.core.metrics import Metrics
 from app.core.settings import Settings
-from tests.conftest import image_bytes
+from tests.helpers import image_bytes
 
 PNG = base64.b64encode(image_bytes((0, 0, 0))).decode()
 

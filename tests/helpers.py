@@ -1,0 +1,37 @@
+"""Helpers the tests share: image files made on the fly, and waiting for an app's models to load."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+
+def image_bytes(
+    color: Any = (255, 255, 255), size: tuple[int, int] = (64, 48), fmt: str = "PNG", mode: str = "RGB"
+) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def wait_ready(client: TestClient, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.app.state.service.loaded.is_set():  # type: ignore[attr-defined]
+            return
+        time.sleep(0.01)
+    raise TimeoutError("models did not load")
+
+
+async def started(app: FastAPI) -> Any:
+    """Enter `app`'s lifespan inside the running loop (for httpx.AsyncClient tests); wait for loading."""
+    context = app.router.lifespan_context(app)
+    await context.__aenter__()
+    await asyncio.wait_for(app.state.service.loaded.wait(), 10)
+    return context
