@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.config import PROJECT_ROOT, RunConfig, TransferConfig
-from training.ood import METHODS
+from training.ood import ALPHA, DELTA, METHODS
 from training.task import Task
 
 _POSITIVE = ("epochs", "batch_size", "version", "limit", "ood_per_set")  # None (the default) is allowed
@@ -27,6 +27,9 @@ def parse(task: Task, argv: Sequence[str]) -> RunConfig:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    for name in ("ood_alpha", "ood_delta"):
+        if not 0 < getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be in (0, 1), got {getattr(args, name)}")
     fraction = getattr(args, "validation_fraction", None)
     if fraction is not None and not 0 < fraction < 0.5:
         parser.error(f"--validation-fraction must be in (0, 0.5), got {fraction}")
@@ -61,6 +64,8 @@ def parse(task: Task, argv: Sequence[str]) -> RunConfig:
         ood_data_dir=ood_data_dir,
         ood_per_set=args.ood_per_set,
         ood_method=args.ood_method,
+        ood_alpha=args.ood_alpha,
+        ood_delta=args.ood_delta,
         transfer=transfer,
     )
 
@@ -131,6 +136,19 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
         default="auto",
         help="out-of-distribution score; auto: the candidate with the best worst-case AUROC on the selection "
         "halves of the out-of-distribution sets",
+    )
+    guarantees = parser.add_argument_group("guarantees (fitted on the calibration split)")
+    guarantees.add_argument(
+        "--ood-alpha",
+        type=float,
+        default=ALPHA,
+        help="the out-of-distribution threshold flags at most this share of genuine images ...",
+    )
+    guarantees.add_argument(
+        "--ood-delta",
+        type=float,
+        default=DELTA,
+        help="... except with at most this probability over the draw of the calibration images",
     )
     if task.backbone_stages:
         _add_transfer_options(parser, task.backbone_stages)

@@ -20,7 +20,7 @@ from app.core.imaging import ImageSpec
 from training import augmentation
 from training.download import Remote
 from training.layouts import ClassFolders, IdxFiles, Layout, SplitFolders
-from training.splits import Splits
+from training.splits import Splits, carve_calibration
 
 if TYPE_CHECKING:
     from keras import KerasTensor
@@ -58,7 +58,8 @@ class Dataset:
     def load(self, directory: Path | None, spec: ImageSpec, *, seed: int, validation_fraction: float | None) -> Splits:
         """The splits, decoded at `spec`, from the local copy at `directory` or downloaded when it is None."""
         classes: Sequence[str] = self.class_dirs or self.labels
-        return self.layout.load(directory, classes, spec, seed=seed, validation_fraction=validation_fraction)
+        held_out = self.layout.load(directory, classes, spec, seed=seed, validation_fraction=validation_fraction)
+        return carve_calibration(held_out, seed=seed + 2)  # the layout draws with seed and seed + 1
 
     def sample(self, directory: Path | None, count: int, rng: np.random.Generator) -> list[bytes]:
         """Up to `count` of its images as encoded files, from `directory` (a local copy) or downloaded."""

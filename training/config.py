@@ -55,6 +55,8 @@ class RunConfig:
     ood_data_dir: Path | None
     ood_per_set: int
     ood_method: str
+    ood_alpha: float = 0.05
+    ood_delta: float = 0.1
     transfer: TransferConfig | None = None
 
     @property

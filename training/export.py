@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from app.core.imaging import ImageSpec
-from training.errors import TrainingError
 from training.ood import Detector, block_names
 
 SIGNATURE = {"name": "serving_default", "input": "images", "output": "probabilities"}  # metadata.json's
@@ -108,18 +107,3 @@ def invert_light_background(x: Any) -> Any:
     )
     light = tf.reduce_mean(border, axis=1) > 127.5
     return tf.where(light[:, None, None, None], 255.0 - x, x)
-
-
-def version_directory(output_dir: Path, task: str, version: int | None) -> tuple[int, Path]:
-    """The version to write and its directory, `output_dir/task/version`: `version`, or the highest present
-    plus one. An existing, non-empty directory is a `TrainingError`: a version is never overwritten."""
-    task_dir = output_dir / task
-    if version is None:
-        present = (
-            [int(p.name) for p in task_dir.iterdir() if p.is_dir() and p.name.isdigit()] if task_dir.is_dir() else []
-        )
-        version = max(present, default=0) + 1
-    directory = task_dir / str(version)
-    if directory.exists() and any(directory.iterdir()):
-        raise TrainingError(f"{directory} already exists; pick another --version")
-    return version, directory

@@ -116,7 +116,7 @@ class SplitFolders:
         else:
             train_root, test_root = self.train_remote.fetch(), self.test_remote.fetch()
         x, y, skipped_train, paths = load_image_folder_with_paths(train_root, classes, spec)
-        x_test, y_test, skipped_test = load_image_folder(test_root, classes, spec)
+        x_test, y_test, skipped_test, test_paths = load_image_folder_with_paths(test_root, classes, spec)
         labelled, test, skipped = Split(x, y), Split(x_test, y_test), skipped_train + skipped_test
         if self.group is None:
             return carve_validation(
@@ -129,7 +129,15 @@ class SplitFolders:
             )
         groups = [self.group(path) for path in paths]
         train, validation = grouped_split(groups, y, per_class=self.groups_per_class, seed=seed)
-        return Splits(labelled.subset(train), labelled.subset(validation), test, self.test_source, skipped)
+        test_groups = tuple(self.group(path) for path in test_paths)
+        return Splits(
+            labelled.subset(train),
+            labelled.subset(validation),
+            test,
+            self.test_source,
+            skipped,
+            test_groups=test_groups,
+        )
 
     def sample(self, directory: Path | None, count: int, rng: np.random.Generator) -> list[bytes]:
         # A local copy is sampled whole; without one, only the (smaller) test download is fetched.

@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.core.imaging import ImageSpec
 from training.catalogue import Dataset
 from training.config import PROJECT_ROOT, RunConfig
@@ -67,6 +69,7 @@ def build(
     temperature: float,
     calibration_test: dict[str, float | int],
     ood: dict[str, Any],
+    conformal: dict[str, Any],
     data: Splits,
     history: History,
     seconds: float,
@@ -97,12 +100,8 @@ def build(
             "test": calibration_test,
         },
         "ood": ood,
-        "dataset": {
-            "name": dataset.title,
-            "train_examples": len(data.train),
-            "validation_examples": len(data.validation),
-            "skipped_files": data.skipped_files,
-        },
+        "conformal": conformal,
+        "dataset": dataset_record(dataset.title, data, len(dataset.labels)),
         "training": {
             "epochs": epochs,
             "seconds": round(seconds, 1),
@@ -117,6 +116,22 @@ def build(
             "devices": [d.device_type for d in tf.config.list_physical_devices()],
         },
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def dataset_record(title: str, data: Splits, classes: int) -> dict[str, Any]:
+    """The `dataset` object: the name and the size of every split, and the class mix of the training split
+    (what drift is measured against)."""
+    counts = np.bincount(data.train.y, minlength=classes)
+    return {
+        "name": title,
+        "train_examples": len(data.train),
+        "validation_examples": len(data.validation),
+        "calibration_examples": len(data.calibration) if data.calibration is not None else 0,
+        "test_examples": len(data.test),
+        "calibration_split": data.calibration_source,
+        "class_counts": [int(c) for c in counts],
+        "skipped_files": data.skipped_files,
     }
 
 

@@ -165,8 +165,67 @@ def fit(
 
 
 def threshold(validation_scores: np.ndarray, keep: float = KEEP) -> float:
-    """The score at or below which `keep` of the in-distribution validation images fall."""
+    """The score at or below which `keep` of the in-distribution validation images fall (the rule before the
+    PAC threshold; candidates are still compared at it when choosing the method)."""
     return float(np.quantile(validation_scores, keep, method="higher"))
+
+
+ALPHA = 0.05  # false-flag rate the PAC threshold bounds
+DELTA = 0.1  # chance, over the calibration draw, that the bound fails
+
+
+@dataclass(frozen=True)
+class PacThreshold:
+    """A training-conditional threshold: the `k`-th smallest of `n` calibration scores, flagged above. If the
+    images are exchangeable with the calibration split, the share of genuine images it flags, 1 - F(s_(k)),
+    exceeds `alpha` with probability at most `delta` over the calibration draw (F(s_(k)) ~ Beta(k, n - k + 1):
+    P = beta.cdf(1 - alpha, k, n - k + 1), which is the binomial tail P(Binomial(n, 1 - alpha) >= k)).
+    `holds` is False when n is too small for any k (n < log(delta) / log(1 - alpha), 45 at the defaults): the
+    threshold is then the largest score, and no bound is claimed."""
+
+    value: float
+    k: int
+    n: int
+    alpha: float
+    delta: float
+    holds: bool
+    failure_probability: float  # P(false-flag rate > alpha) at this k
+
+    @property
+    def expected_flagged(self) -> float:
+        """The expected false-flag rate, (n + 1 - k) / (n + 1)."""
+        return (self.n + 1 - self.k) / (self.n + 1)
+
+    def guarantee(self) -> dict[str, Any]:
+        """metadata.json's `ood.guarantee` (DESIGN.md)."""
+        return {
+            "alpha": self.alpha,
+            "delta": self.delta,
+            "calibration_examples": self.n,
+            "holds": self.holds,
+            "order_statistic": self.k,
+            "failure_probability": round(self.failure_probability, 4),
+            "expected_flagged": round(self.expected_flagged, 4),
+            "rule": "the k-th smallest calibration score, k the smallest with P(Binomial(n, 1 - alpha) >= k) <= delta",
+        }
+
+
+def pac_threshold(calibration_scores: np.ndarray, alpha: float = ALPHA, delta: float = DELTA) -> PacThreshold:
+    """The smallest order statistic of the in-distribution `calibration_scores` that bounds the false-flag
+    rate by `alpha` with confidence 1 - `delta` (see `PacThreshold`)."""
+    from scipy.stats import beta
+
+    ordered = np.sort(np.asarray(calibration_scores, np.float64))
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("no calibration scores")
+    ks = np.arange(1, n + 1)
+    failure = beta.cdf(1 - alpha, ks, n - ks + 1)
+    good = np.flatnonzero(failure <= delta)
+    if len(good) == 0:
+        return PacThreshold(float(ordered[-1]), n, n, alpha, delta, False, float(failure[-1]))
+    k = int(ks[good[0]])
+    return PacThreshold(float(ordered[k - 1]), k, n, alpha, delta, True, float(failure[k - 1]))
 
 
 def flagged_count_distribution(validation_count: int, count: int, keep: float = KEEP) -> Any:

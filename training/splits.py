@@ -33,14 +33,20 @@ class Split:
 @dataclass(frozen=True, eq=False)
 class Splits:
     """What a dataset's loader returns. `train` fits the weights; `validation` decides early stopping, the
-    calibration temperature and the out-of-distribution threshold; `test` only reports, and `test_source`
-    says where it came from (metadata.json's `metrics.split`)."""
+    calibration temperature and every choice of method (the OOD score, the conformal method); `calibration`,
+    images that chose nothing, sets the out-of-distribution threshold and the conformal quantiles, so their
+    guarantees hold; `test` only reports, and `test_source` says where it came from (metadata.json's
+    `metrics.split`). A layout returns the held-out images as `test` (with `test_groups` where they come in
+    groups of near-duplicates); `carve_calibration` then moves part of them to `calibration`."""
 
     train: Split
     validation: Split
     test: Split
     test_source: str
     skipped_files: int = 0  # files that did not decode, in any split
+    calibration: Split | None = None
+    calibration_source: str = ""
+    test_groups: tuple[str, ...] | None = None
 
     def limited(self, limit: int | None, seed: int) -> Splits:
         """At most `limit` training images, a seeded random subset (loaders return them ordered by class,
@@ -92,4 +98,43 @@ def carve_validation(
     train, validation = stratified_split(labelled.y, fraction, seed)
     return Splits(
         labelled.subset(train), labelled.subset(validation), test, test_source=test_source, skipped_files=skipped_files
+    )
+
+
+CALIBRATION_FRACTION = 0.5  # of the held-out images: half calibrate the guarantees, half test them
+
+
+def carve_calibration(splits: Splits, *, fraction: float = CALIBRATION_FRACTION, seed: int) -> Splits:
+    """Move a seeded, stratified `fraction` of the test split to the calibration split: whole groups of each
+    class where the test images come in groups (`test_groups`), since near-duplicates on both sides would
+    make the test split vouch for the calibration. Neither half trains or chooses anything."""
+    y = splits.test.y
+    rng = np.random.default_rng(seed)
+    if splits.test_groups is None:
+        rest, held = stratified_split(y, fraction, seed)
+        how = f"a seeded, stratified {fraction:.0%} of the held-out images (seed {seed})"
+    else:
+        groups = np.asarray(splits.test_groups)
+        chosen: list[np.ndarray] = []
+        for label in np.unique(y):
+            names = list(rng.permutation(sorted(set(groups[y == label]))))
+            if len(names) < 2:
+                raise DatasetError(f"class {label} has {len(names)} held-out group(s); calibration needs one of two")
+            members = np.flatnonzero(y == label)
+            target, taken = fraction * len(members), 0
+            while names and taken < target and len(names) > 1:
+                name = names.pop()
+                group = np.flatnonzero((groups == name) & (y == label))
+                chosen.append(group)
+                taken += len(group)
+        held = np.sort(np.concatenate(chosen))
+        rest = np.setdiff1d(np.arange(len(y)), held)
+        how = f"whole groups of the held-out images, about {fraction:.0%} of each class (seed {seed})"
+    return dataclasses.replace(
+        splits,
+        calibration=splits.test.subset(held),
+        calibration_source=f"{how}, never used in training or to choose anything",
+        test=splits.test.subset(rest),
+        test_source=f"{splits.test_source}; the other {1 - fraction:.0%} of it is the calibration split",
+        test_groups=None if splits.test_groups is None else tuple(np.asarray(splits.test_groups)[rest]),
     )

@@ -129,3 +129,31 @@ def test_selection_prefers_the_best_worst_case() -> None:
         "spiky": {"a": {"auroc": 1.0}, "b": {"auroc": 0.6}},
     }
     assert ood.select(selection) == "steady"
+
+
+def test_the_pac_threshold_bounds_the_false_flag_rate_with_the_stated_confidence() -> None:
+    """Over 4,000 draws of 300 in-distribution calibration scores, the share of genuine images the threshold
+    flags exceeds alpha in at most delta of the draws (plus the simulation's own 3-sigma error), while the
+    order statistic one lower would break the bound: the rule is the tightest that holds."""
+    from scipy.stats import beta
+
+    from training.ood import pac_threshold
+
+    rng = np.random.default_rng(0)
+    draws, n, alpha, delta = 4000, 300, 0.05, 0.1
+    rates = []
+    for _ in range(draws):
+        threshold = pac_threshold(rng.uniform(size=n), alpha, delta)
+        rates.append(1.0 - threshold.value)  # uniform scores: the share above the threshold is 1 - its value
+    failures = float(np.mean(np.asarray(rates) > alpha))
+    assert failures <= delta + 3 * np.sqrt(delta * (1 - delta) / draws)
+    assert threshold.holds and threshold.k == 291 and threshold.failure_probability <= delta
+    assert beta.cdf(1 - alpha, threshold.k - 1, n - threshold.k + 2) > delta  # k - 1 would not hold
+
+
+def test_too_few_calibration_images_are_said_to_give_no_guarantee() -> None:
+    from training.ood import pac_threshold
+
+    small, enough = pac_threshold(np.arange(44.0)), pac_threshold(np.arange(45.0))
+    assert not small.holds and small.value == 43.0  # flags nothing it has seen, and claims nothing
+    assert enough.holds and enough.k == 45 and enough.guarantee()["calibration_examples"] == 45

@@ -1,0 +1,66 @@
+"""The guarantees of an exported model, fitted on its calibration split from what the served graph outputs:
+the out-of-distribution threshold with its PAC bound (`training.ood.pac_threshold`) and the split-conformal
+prediction sets (`training.conformal`), with their figures on the test split.
+
+The splits' roles are fixed (`training.splits.Splits`): validation chooses the conformal method, calibration
+sets the threshold and the quantiles, test only reports. Whatever serves (the SavedModel, or its int8 model)
+is fitted on its own outputs: quantization moves both the scores and the probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.core.model import OOD_SCORE, PROBABILITIES, Outputs
+from training import conformal
+from training.ood import PacThreshold, pac_threshold
+from training.splits import Splits
+
+
+@dataclass(frozen=True)
+class Guarantees:
+    """The fitted threshold (None: the model has no OOD score) and metadata.json's `conformal` object."""
+
+    threshold: PacThreshold | None
+    conformal: dict[str, Any]
+
+    def ood_fields(self, test_scores: np.ndarray) -> dict[str, Any]:
+        """What the threshold contributes to metadata.json's `ood` object, with its test split figure."""
+        if self.threshold is None:
+            return {}
+        t = self.threshold
+        return {
+            "threshold": t.value,
+            "threshold_split": "calibration",
+            "in_distribution_kept": round(t.k / t.n, 4),
+            "guarantee": t.guarantee(),
+            "test_flagged": round(float(np.mean(test_scores > t.value)), 4),
+        }
+
+
+def fit(outputs: dict[str, Outputs], data: Splits, *, alpha: float, delta: float, seed: int) -> Guarantees:
+    """Both guarantees from the served model's `outputs` on the "validation", "calibration" and "test" splits
+    of `data`."""
+    if data.calibration is None:
+        raise ValueError("the splits have no calibration split (training.splits.carve_calibration makes one)")
+    labels = {"validation": data.validation.y, "calibration": data.calibration.y, "test": data.test.y}
+    threshold = (
+        pac_threshold(outputs["calibration"][OOD_SCORE], alpha, delta) if OOD_SCORE in outputs["calibration"] else None
+    )
+    probabilities = {split: outputs[split][PROBABILITIES] for split in labels}
+    method, sizes = conformal.choose(probabilities["validation"], labels["validation"], seed)
+    quantiles = conformal.fit(probabilities["calibration"], labels["calibration"], method, seed)
+    record = conformal.record(
+        method,
+        quantiles,
+        split="calibration",
+        examples=len(labels["calibration"]),
+        seed=seed,
+        selection=sizes,
+        test=conformal.evaluate(probabilities["test"], labels["test"], method, quantiles),
+    )
+    record["split_description"] = data.calibration_source
+    return Guarantees(threshold, record)
