@@ -3,7 +3,7 @@ one Service whose API is `@bentoml.api(batchable=True, max_batch_size=..., max_l
 list of images. BentoML decodes the upload to a PIL image; we resize it exactly as the model expects.
 
 Run (in a separate virtualenv with bentoml, which the benchmark creates):
-    BENCH_MODEL_DIR=models/flowers/3 bentoml serve benchmarks.bento_service:FlowersClassifier --port 3000
+    BENCH_MODEL_DIR=models/flowers/4 bentoml serve benchmarks.bento_service:FlowersClassifier --port 3000
 """
 
 from __future__ import annotations

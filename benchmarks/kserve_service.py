@@ -6,7 +6,7 @@ encoding of binary values, which the service's own v1 endpoint takes too). KServ
 gRPC is off (only HTTP is measured) and so is the per-request latency log line.
 
 Run (in a separate virtualenv with kserve, which the benchmark creates):
-    BENCH_MODEL_DIR=models/flowers/3 python -m benchmarks.kserve_service --http_port 8080
+    BENCH_MODEL_DIR=models/flowers/4 python -m benchmarks.kserve_service --http_port 8080
 """
 
 from __future__ import annotations

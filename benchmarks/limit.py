@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from app.core import runtimes
-from app.core.repository import discover
 from app.core.imaging import load_image
+from app.core.repository import discover
 from app.core.settings import Settings
 
 

@@ -2,7 +2,7 @@
 
 `keras.utils.load_img` + `img_to_array` + `expand_dims` + `model.predict` on one image, as in the
 "classification" tutorial, with the same SavedModel (wrapped in a TFSMLayer so `predict` works).
-Run: BENCH_MODEL_DIR=models/flowers/3 uvicorn benchmarks.naive_app:app
+Run: BENCH_MODEL_DIR=models/flowers/4 uvicorn benchmarks.naive_app:app
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from fastapi import FastAPI, UploadFile
 
-MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", "models/flowers/3"))
+MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", "models/flowers/4"))
 META = json.loads((MODEL_DIR / "metadata.json").read_text())
 SIZE = (META["input"]["height"], META["input"]["width"])
 inputs = keras.Input((*SIZE, 3), dtype="uint8")

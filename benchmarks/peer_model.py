@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", "models/flowers/3"))
+MODEL_DIR = Path(os.environ.get("BENCH_MODEL_DIR", "models/flowers/4"))
 
 
 class PeerModel:

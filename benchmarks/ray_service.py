@@ -3,7 +3,7 @@ one deployment whose `@serve.batch` method takes a list of decoded images, with 
 above `max_batch_size` so that a batch can fill. It takes multipart uploads (field `file`) like the service.
 
 Run (in a separate virtualenv with ray[serve], which the benchmark creates):
-    BENCH_MODEL_DIR=models/flowers/3 BENCH_PORT=8000 python -m benchmarks.ray_service
+    BENCH_MODEL_DIR=models/flowers/4 BENCH_PORT=8000 python -m benchmarks.ray_service
 GET / answers once the deployment is up (the benchmark's readiness check).
 """
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.metadata import OodGuarantee
 from app.core.model import LoadedModel
 
 
@@ -52,12 +53,16 @@ def _ood(model: LoadedModel) -> dict[str, Any]:
     ood = model.metadata.ood
     if ood is None or model.ood_threshold is None:
         return {"available": False, "why": "the model has no out-of-distribution score"}
-    guarantee = ood.guarantee
-    extra = ood.model_extra or {}
+    guarantee, test_flagged = ood.guarantee, (ood.model_extra or {}).get("test_flagged")
+    if model.precision == "int8":  # its own threshold, fitted on its own scores (training.quantize)
+        record8 = ((model.metadata.model_extra or {}).get("quantization") or {}).get("int8") or {}
+        own = record8.get("ood_guarantee")
+        guarantee = OodGuarantee.model_validate(own) if own else None
+        test_flagged = record8.get("ood_test_flagged")
     record: dict[str, Any] = {
         "available": guarantee is not None and guarantee.holds,
         "threshold": model.ood_threshold,
-        "test_flagged": extra.get("test_flagged"),
+        "test_flagged": test_flagged,
     }
     if guarantee is None:
         record["why"] = "metadata.json records no guarantee (a threshold set by an older rule, or elsewhere)"
