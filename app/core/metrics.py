@@ -52,6 +52,34 @@ class Metrics:
         self.model_ready = Gauge(
             "model_ready", "1 when the task's model is loaded and warmed", ["task", "version"], registry=r
         )
+        # --- flagged uploads (app.core.flagged) ----------------------------------------------------------
+        self.flagged_saved = Counter(
+            "flagged_uploads_saved", "Flagged uploads written to the flagged store, by task", ["task"], registry=r
+        )
+        self.flagged_repeated = Counter(
+            "flagged_uploads_repeated",
+            "Flagged uploads already stored (same content): their JSON refreshed, by task",
+            ["task"],
+            registry=r,
+        )
+        self.flagged_dropped = Counter(
+            "flagged_uploads_dropped",
+            "Flagged uploads not stored, by reason: queue_full, too_large, write_error, shutdown",
+            ["reason"],
+            registry=r,
+        )
+        self.flagged_errors = Counter(
+            "flagged_store_errors",
+            "Errors writing or pruning the flagged store, by kind (errno name, or exception class)",
+            ["kind"],
+            registry=r,
+        )
+        self.flagged_evicted = Counter(
+            "flagged_uploads_evicted", "Stored flagged uploads deleted, oldest first, to stay under the cap", registry=r
+        )
+        self.flagged_bytes = Gauge("flagged_store_bytes", "Bytes the flagged store takes (images and JSON)", registry=r)
+        self.flagged_pending = Gauge("flagged_queue_depth", "Flagged uploads waiting to be written", registry=r)
+        # --- end flagged uploads ------------------------------------------------------------------------
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

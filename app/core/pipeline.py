@@ -28,6 +28,7 @@ import numpy as np
 from app.core.conformal import coverage_key
 from app.core.decoding import Decoder
 from app.core.errors import DeadlineExceeded, InvalidRequest, NotFound, PayloadTooLarge
+from app.core.flagged import FlaggedStore
 from app.core.metrics import Metrics
 from app.core.model import LoadedModel, Outputs
 from app.core.predictions import Prediction, SetRule, postprocess
@@ -63,13 +64,22 @@ class Result:
 
 
 class Pipeline:
-    """The steps of a prediction over the service's registry, decoder and metrics."""
+    """The steps of a prediction over the service's registry, decoder and metrics; with a `flagged` store,
+    the uploads it wants are offered to it after postprocessing (`app.core.flagged`)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, registry: Registry, decoder: Decoder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        registry: Registry,
+        decoder: Decoder,
+        flagged: FlaggedStore | None = None,
+    ) -> None:
         self.settings = settings
         self._metrics = metrics
         self._registry = registry
         self._decoder = decoder
+        self._flagged = flagged
 
     def lease(self, task: str, version: int | None = None) -> contextlib.AbstractAsyncContextManager[Served]:
         """Hold a served version for a whole request (see `Registry.lease`): `UnknownTask`/`NotFound` (404)
@@ -110,6 +120,11 @@ class Pipeline:
         predictions = [
             postprocess(row, labels, k, images.name(i), model.ood_threshold, sets) for i, row in enumerate(outputs)
         ]
+        if self._flagged is not None:  # flagged uploads: queued for the store's thread, never waited for
+            sent = images.files if images.files is not None else pixels
+            for i, prediction in enumerate(predictions):
+                if self._flagged.wants(prediction):
+                    self._flagged.offer(model.metadata.task, model.version, sent[i], prediction, images.name(i))
         return Result(model, outputs, predictions)
 
     async def _decode(self, model: LoadedModel, images: Images) -> list[np.ndarray]:

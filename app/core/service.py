@@ -15,6 +15,7 @@ import numpy as np
 
 from app.core.batching import MicroBatcher
 from app.core.decoding import Decoder
+from app.core.flagged import FlaggedStore
 from app.core.metrics import Metrics
 from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, Outputs
 from app.core.pipeline import Pipeline
@@ -48,7 +49,9 @@ class ModelService:
             make_batcher=self._make_batcher,
             on_change=self._on_change,
         )
-        self.pipeline = Pipeline(settings, metrics, self.registry, self.decoder)
+        # Flagged uploads (None unless APP_FLAGGED_DIR is set): the store's writer thread starts here.
+        self.flagged = FlaggedStore.from_settings(settings, metrics)
+        self.pipeline = Pipeline(settings, metrics, self.registry, self.decoder, self.flagged)
         self._watching: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -77,6 +80,8 @@ class ModelService:
         await self.registry.stop()
         self.decoder.shutdown()
         self._infer_pool.shutdown(wait=True)
+        if self.flagged is not None:  # after the last request: writes what is queued (bounded), off the loop
+            await asyncio.to_thread(self.flagged.close)
 
     def _on_change(self, task: str, version: int, ready: bool) -> None:
         self.metrics.model_ready.labels(task, str(version)).set(1 if ready else 0)
@@ -134,8 +139,9 @@ class ModelService:
     @property
     def ready(self) -> bool:
         """True once the first load finished and at least one model serves (refused models are logged,
-        not awaited)."""
-        return self.loaded.is_set() and bool(self.registry.all_served())
+        not awaited), or the store is empty: a service started before its first model lands is ready, and
+        serves each task as it is published."""
+        return self.loaded.is_set() and (bool(self.registry.all_served()) or not self.registry.tasks())
 
     def status(self) -> dict[str, str]:
         """Task -> "ready", "loading" or "refused: <reason>" (readiness)."""

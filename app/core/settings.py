@@ -79,6 +79,37 @@ class Settings(BaseSettings):
     drain_s: float = Field(5, ge=0, description="after SIGTERM: serve this long with readiness 503, then stop")
     graceful_timeout_s: int = Field(30, ge=1, description="then: how long accepted requests may take to finish")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: none")
+    # --- flagged uploads (app.core.flagged): off unless flagged_dir is set --------------------------------
+    flagged_dir: Path | None = Field(
+        None,
+        description="keep copies of flagged uploads under <dir>/<task>/<sha256>.<ext> with a JSON of the prediction "
+        "(unset: off). A privacy choice: users' uploads are then stored on this disk",
+    )
+    flagged_below: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="also keep uploads whose confidence is below this, in distribution or not (unset: only "
+        "out-of-distribution ones)",
+    )
+    flagged_max_bytes: int = Field(
+        2**30, ge=2**20, description="disk the kept uploads take in total, all tasks together; oldest deleted first"
+    )
+    flagged_queue_size: int = Field(256, ge=1, description="uploads waiting to be written at most; more are dropped")
+    flagged_queue_bytes: int = Field(
+        64 * 2**20, ge=2**20, description="bytes of uploads waiting to be written at most; more are dropped"
+    )
+
+    @field_validator("flagged_dir", "flagged_below", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty APP_FLAGGED_DIR (compose passes one when unset) is off, never Path("") (the working
+        directory, where uploads would then be written)."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    # --- end flagged uploads ---------------------------------------------------------------------------------
 
     @field_validator("admin_token", mode="before")
     @classmethod

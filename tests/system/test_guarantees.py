@@ -20,7 +20,12 @@ from training.evaluation import predict_in_batches
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 DATASETS = ROOT.parent / "shared" / "datasets"
-FOLDERS = {"flowers": "flower_photos", "cats_vs_dogs": "cats_vs_dogs", "fashion_mnist": "fashion_mnist", "rps": "rps_28x28"}
+FOLDERS = {
+    "flowers": "flower_photos",
+    "cats_vs_dogs": "cats_vs_dogs",
+    "fashion_mnist": "fashion_mnist",
+    "rps": "rps_28x28",
+}
 CHANCE = 0.001  # a test fails by bad luck alone at most this often
 
 
