@@ -21,7 +21,14 @@ _POSITIVE = ("epochs", "batch_size", "version", "limit", "ood_per_set")  # None 
 
 def parse(task: Task, argv: Sequence[str]) -> RunConfig:
     """`argv` (without the program name) parsed and validated, defaults resolved (see `training.config`)."""
-    parser = build_parser(task)
+    return parse_with(build_parser(task), task, argv)[0]
+
+
+def parse_with(
+    parser: argparse.ArgumentParser, task: Task, argv: Sequence[str]
+) -> tuple[RunConfig, argparse.Namespace]:
+    """`parse` with a parser `build_parser` made and a command added options to (`training.folder`), and
+    the namespace, for those options."""
     args = parser.parse_args(argv)
     for name in _POSITIVE:
         value = getattr(args, name)
@@ -67,14 +74,16 @@ def parse(task: Task, argv: Sequence[str]) -> RunConfig:
         ood_alpha=args.ood_alpha,
         ood_delta=args.ood_delta,
         transfer=transfer,
-    )
+        run_dir=getattr(args, "run_dir", None),
+    ), args
 
 
-def build_parser(task: Task) -> argparse.ArgumentParser:
-    """The task's parser (its `--help` is the command's documentation)."""
+def build_parser(task: Task, *, program: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    """The task's parser (its `--help` is the command's documentation); `program` and `description` for a
+    command that trains tasks it makes itself (`training.folder`)."""
     parser = argparse.ArgumentParser(
-        prog=f"python -m training.{task.name}",
-        description=f"Train, evaluate and export the {task.name} classifier ({', '.join(task.labels)}).",
+        prog=program or f"python -m training.{task.name}",
+        description=description or f"Train, evaluate and export the {task.name} classifier ({', '.join(task.labels)}).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(

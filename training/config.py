@@ -58,6 +58,7 @@ class RunConfig:
     ood_alpha: float = 0.05
     ood_delta: float = 0.1
     transfer: TransferConfig | None = None
+    run_dir: Path | None = None  # TensorBoard logs and the review list (training.folder); None: none
 
     @property
     def command(self) -> str:

@@ -83,6 +83,8 @@ def choose(probabilities: np.ndarray, labels: np.ndarray, seed: int) -> tuple[Me
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
     tune, measure = order[: len(order) // 2], order[len(order) // 2 :]
+    if math.ceil((len(tune) + 1) * SELECTION_COVERAGE - 1e-9) > len(tune):
+        return Method("aps"), {}  # too few validation images to compare sets: APS, which needs no tuning
     ranks = np.argmax(np.argsort(-probabilities, axis=1, kind="stable") == labels[:, None], axis=1)
     k_reg = int(np.searchsorted(np.cumsum(np.bincount(ranks, minlength=probabilities.shape[1])) / len(ranks), 0.9)) + 1
     candidates = [Method("aps"), *(Method("raps", penalty, k_reg) for penalty in PENALTIES)]

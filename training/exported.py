@@ -53,19 +53,28 @@ def version_dir(model_dir: Path, task: str, version: int | None = None) -> Path:
     return versions[version]
 
 
-def run_config(task: Task, record: dict[str, Any], data_dir: Path | None) -> RunConfig:
-    """The training run's configuration, parsed from its recorded command, with `data_dir` (and the
-    out-of-distribution data folder derived from it) in place of the run's when given."""
+def rebuild(record: dict[str, Any], data_dir: Path | None) -> tuple[Task, RunConfig]:
+    """The training run's task and configuration, parsed from its recorded command (`python -m training.<m>
+    ...`), with `data_dir` (and the out-of-distribution data folder derived from it) in place of the run's when
+    given. Module <m> is a task module (its `TASK`), or a command that makes its task (`training.folder`: its
+    `rebuild(argv)`); loaded by name, as `python -m` does, since nothing in the library imports them."""
     command = record.get("training", {}).get("command")
-    prefix = ["python", "-m", f"training.{task.name}"]
     argv = shlex.split(command) if isinstance(command, str) else []
-    if argv[:3] != prefix:
-        raise TrainingError(f"metadata.json records no `{shlex.join(prefix)} ...` command: {command!r}")
-    argv = argv[3:]
+    if len(argv) < 3 or argv[:2] != ["python", "-m"] or not argv[2].startswith("training."):
+        raise TrainingError(f"metadata.json records no `python -m training.<task> ...` command: {command!r}")
+    module_name, argv = argv[2], argv[3:]
     if data_dir is not None:  # the last occurrence wins; the OOD sets' folder follows it unless recorded
         argv += ["--data-dir", str(data_dir)]
     try:
-        return arguments.parse(task, argv)
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise TrainingError(f"the recorded command's {module_name} does not exist here: {command}") from error
+    try:
+        if hasattr(module, "rebuild"):
+            rebuilt: tuple[Task, RunConfig] = module.rebuild(argv)
+            return rebuilt
+        task: Task = module.TASK
+        return task, arguments.parse(task, argv)
     except SystemExit as error:  # argparse has printed why
         raise TrainingError(f"the recorded command no longer parses: {command}") from error
 
@@ -74,9 +83,7 @@ def load(path: Path, data_dir: Path | None) -> Exported:
     """The exported version at `path` and its training run's splits (see the module docstring)."""
     metadata = read_metadata(path)
     record = json.loads((path / "metadata.json").read_text())
-    # By name, as `python -m` does: the task modules build models, and nothing in the library imports them.
-    task: Task = importlib.import_module(f"training.{metadata.task}").TASK
-    config = run_config(task, record, data_dir)
+    task, config = rebuild(record, data_dir)
     data = task.load(config)
     recorded = record.get("dataset", {}).get("validation_examples")
     if recorded is not None and recorded != len(data.validation):

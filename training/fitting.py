@@ -4,6 +4,8 @@ two-phase schedule from `fit`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,6 +54,7 @@ def fit(
     initial_epoch: int = 0,
     label_smoothing: float = 0.0,
     schedule: Schedule = "plateau",
+    monitor: Monitor | None = None,
 ) -> History:
     """Compile and fit; returns the history.
 
@@ -60,7 +63,8 @@ def fit(
     zero over all `epochs` (Loshchilov & Hutter 2017), runs them all and keeps the final weights, since the
     low-rate tail is where it gains. Validation loss is no guide there: late in training it rises with
     overconfidence while accuracy still climbs (Guo et al. 2017), and the temperature fitted afterwards
-    (`training.calibration`) removes that overconfidence."""
+    (`training.calibration`) removes that overconfidence. `monitor` adds a progress bar and TensorBoard logs
+    for the stage (default: Keras' line per epoch)."""
     import keras
     import tensorflow as tf
 
@@ -87,15 +91,37 @@ def fit(
     else:
         raise ValueError(f"unknown schedule {schedule!r}: plateau or cosine")
     model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
+    if monitor is not None:
+        callbacks += monitor.callbacks(initial_epoch, initial_epoch + epochs)
     history = model.fit(
         train,
         validation_data=val,
         epochs=initial_epoch + epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
-        verbose=2,
+        verbose=0 if monitor is not None else 2,
     )
     return {k: [float(v) for v in values] for k, values in history.history.items() if k != "learning_rate"}
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """What a person watches during a long fit: a progress bar per stage with its time estimate (tqdm's Keras
+    callback, on stderr), and TensorBoard logs under `log_dir/<stage>` (`tensorboard --logdir` on it)."""
+
+    stage: str
+    log_dir: Path | None = None
+
+    def callbacks(self, initial_epoch: int, epochs: int) -> list[Any]:
+        """For a fit from `initial_epoch` to `epochs` (Keras counts a second phase on from the first's end)."""
+        import keras
+        from tqdm.keras import TqdmCallback
+
+        bar = TqdmCallback(epochs=epochs, verbose=0, desc=self.stage, leave=True, initial=initial_epoch)
+        found: list[Any] = [bar]
+        if self.log_dir is not None:
+            found.append(keras.callbacks.TensorBoard(log_dir=str(self.log_dir / self.stage), write_graph=False))
+        return found
 
 
 def fit_plateau(model: Any, train: Any, val: Any, config: RunConfig) -> History:

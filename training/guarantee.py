@@ -22,10 +22,12 @@ from training.splits import Splits
 
 @dataclass(frozen=True)
 class Guarantees:
-    """The fitted threshold (None: the model has no OOD score) and metadata.json's `conformal` object."""
+    """The fitted threshold (None: the model has no OOD score) and metadata.json's `conformal` object (None
+    when the calibration split is too small for any recorded coverage; `note` says so)."""
 
     threshold: PacThreshold | None
-    conformal: dict[str, Any]
+    conformal: dict[str, Any] | None
+    note: str = ""
 
     def ood_fields(self, test_scores: np.ndarray) -> dict[str, Any]:
         """What the threshold contributes to metadata.json's `ood` object, with its test split figure."""
@@ -53,6 +55,12 @@ def fit(outputs: dict[str, Outputs], data: Splits, *, alpha: float, delta: float
     probabilities = {split: outputs[split][PROBABILITIES] for split in labels}
     method, sizes = conformal.choose(probabilities["validation"], labels["validation"], seed)
     quantiles = conformal.fit(probabilities["calibration"], labels["calibration"], method, seed)
+    if not quantiles:
+        note = (
+            f"{len(labels['calibration'])} calibration images are too few for any of the coverages "
+            f"{', '.join(map(str, conformal.COVERAGES))}: no prediction sets"
+        )
+        return Guarantees(threshold, None, note)
     record = conformal.record(
         method,
         quantiles,

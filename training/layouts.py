@@ -27,6 +27,7 @@ from training import idx
 from training.download import Remote
 from training.errors import DatasetError
 from training.images import image_files, load_image_folder, load_image_folder_with_paths, png
+from training.scan import ScanReport
 from training.splits import Split, Splits, carve_validation, grouped_split, stratified_split
 
 
@@ -212,3 +213,45 @@ def _sample_files(root: Path, count: int, rng: np.random.Generator) -> list[byte
         raise DatasetError(f"no image files under {root}")
     chosen = rng.choice(len(files), size=min(count, len(files)), replace=False)
     return [files[i].read_bytes() for i in chosen]
+
+
+@dataclass(frozen=True)
+class ScannedFolder:
+    """A user's folder of class folders, already scanned (`training.scan`): the kept images, decoded at the
+    model's input, split as `ClassFolders` splits (a seeded, stratified `held_out_fraction` is held out, the
+    rest gives the validation split), so that the held-out part, cut in two by the catalogue into calibration
+    and test, is large enough for the guarantees (the PAC threshold needs at least 45 calibration images).
+    The scan decides what is an image; `load` never decodes again, so a file the scan kept is what trains."""
+
+    report: ScanReport
+    held_out_fraction: float = 0.3
+
+    def load(
+        self,
+        directory: Path | None,
+        classes: Sequence[str],
+        spec: ImageSpec,
+        *,
+        seed: int,
+        validation_fraction: float | None,
+    ) -> Splits:
+        if spec != self.report.spec:
+            raise ValueError(f"the folder was scanned at {self.report.spec}, the model takes {spec}")
+        x, y = self.report.arrays()
+        images = Split(x, y, np.arange(len(y)))  # positions in `report.kept`, for the review list
+        rest, test = stratified_split(y, self.held_out_fraction, seed)
+        fraction = _required(validation_fraction) / (1 - self.held_out_fraction)
+        train, validation = stratified_split(y[rest], fraction, seed + 1)
+        return Splits(
+            images.subset(rest[train]),
+            images.subset(rest[validation]),
+            images.subset(test),
+            test_source=f"seeded stratified {self.held_out_fraction:.0%} of the usable images (seed {seed}), "
+            "never used in training",
+            skipped_files=len(self.report.rejected),
+        )
+
+    def sample(self, directory: Path | None, count: int, rng: np.random.Generator) -> list[bytes]:
+        kept = self.report.kept
+        chosen = rng.choice(len(kept), size=min(count, len(kept)), replace=False)
+        return [kept[i].path.read_bytes() for i in chosen]

@@ -69,7 +69,7 @@ def build(
     temperature: float,
     calibration_test: dict[str, float | int],
     ood: dict[str, Any],
-    conformal: dict[str, Any],
+    conformal: dict[str, Any] | None,
     data: Splits,
     history: History,
     seconds: float,

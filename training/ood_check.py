@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from training import exported
-from training.catalogue import DATASETS
 from training.config import PROJECT_ROOT
 from training.errors import TrainingError
 from training.evaluation import predict_in_batches
@@ -41,7 +40,7 @@ log = logging.getLogger("training")
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m training.ood_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=list(DATASETS))
+    parser.add_argument("task", help="a task of the model store: a built-in one, or one training.folder or adopt made")
     parser.add_argument("--data-dir", type=Path, default=None, help="the dataset, as for training")
     parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "models")
     parser.add_argument("--version", type=int, default=None, help="default: the highest")

@@ -82,7 +82,8 @@ def publish(
         test_scores = served_test["ood_score"]
 
         labels = list(dataset.labels)
-        plots.training_curves(trained.history, out / "training_curves.png", title=f"{dataset.name} ({config.arch})")
+        if trained.history.get("loss"):  # an adopted model was trained elsewhere: no curves to draw
+            plots.training_curves(trained.history, out / "training_curves.png", title=f"{dataset.name} ({config.arch})")
         plots.confusion_matrix(np.asarray(metrics["confusion_matrix"]), labels, out / "confusion_matrix.png")
         plots.prediction_grid(
             data.test.x, data.test.y, probabilities, labels, out / "test_predictions.png", seed=config.seed
@@ -112,6 +113,8 @@ def publish(
             seconds=trained.seconds,
             commit=commit,
         )
+        if fitted.note:
+            record["conformal_note"] = fitted.note
         metadata.write(out, record)
     final = out.parent / str(version)
     log.info("wrote %s", final)

@@ -37,7 +37,6 @@ from app.core.model import OOD_SCORE, PROBABILITIES, ModelMetadata
 from app.core.runtimes.openvino import INT8_DIR, INT8_MODEL
 from app.core.runtimes.openvino import load as load_openvino
 from training import exported, guarantee, ood_sets
-from training.catalogue import DATASETS
 from training.config import PROJECT_ROOT, RunConfig
 from training.errors import TrainingError
 from training.ood import evaluate
@@ -50,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m training.quantize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=list(DATASETS))
+    parser.add_argument("task", help="a task of the model store: a built-in one, or one training.folder or adopt made")
     parser.add_argument("--data-dir", type=Path, default=None, help="the dataset, as for training")
     parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "models")
     parser.add_argument("--version", type=int, default=None, help="default: the highest")

@@ -29,7 +29,6 @@ import numpy as np
 
 from app.core.model import OOD_SCORE, PROBABILITIES
 from training import calibration, exported, guarantee, metadata, ood_sets, plots, quantize, store
-from training.catalogue import DATASETS
 from training.config import PROJECT_ROOT
 from training.errors import TrainingError
 from training.evaluation import classification_metrics, predict_in_batches
@@ -43,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m training.recalibrate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=sorted(DATASETS))
+    parser.add_argument("task", help="a task of the model store: a built-in one, or one training.folder or adopt made")
     parser.add_argument("--data-dir", type=Path, default=None, help="the dataset, as for training")
     parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "models", help="the model store")
     parser.add_argument("--version", type=int, default=None, help="the version to start from (default: the highest)")

@@ -22,12 +22,13 @@ class Split:
 
     x: np.ndarray
     y: np.ndarray
+    index: np.ndarray | None = None  # each image's position in the loader's list of files, where it keeps one
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, indices: np.ndarray) -> Split:
-        return Split(self.x[indices], self.y[indices])
+        return Split(self.x[indices], self.y[indices], None if self.index is None else self.index[indices])
 
 
 @dataclass(frozen=True, eq=False)

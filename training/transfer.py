@@ -11,15 +11,17 @@ transfer-learning options (`training.arguments`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import keras
+import numpy as np
 from keras import layers
 
 from app.core.imaging import ImageSpec
 from training import augmentation, efficientnet_lite
 from training.config import RunConfig, TransferConfig
 from training.errors import TrainingError
-from training.fitting import History, fit
+from training.fitting import History, Monitor, fit
 from training.model import classifier
 from training.task import Architecture
 
@@ -28,14 +30,15 @@ FINE_TUNE_LEARNING_RATE = 1e-4
 BACKBONE_NAME = "backbone"
 
 
-def architectures(*, epochs: int) -> dict[str, Architecture]:
+def architectures(*, epochs: int, cached_head: bool = False) -> dict[str, Architecture]:
     """`efficientnet_lite0`, `_lite1` and `_lite2`, each at its ImageNet input size, `epochs` the default of
-    `--epochs` (of phase 1; phase 2 has as many by default)."""
+    `--epochs` (of phase 1; phase 2 has as many by default). With `cached_head`, phase 1 trains the head on the
+    frozen backbone's features computed once (`fit_cached_two_phase`): minutes instead of an hour on a CPU."""
     return {
         f"efficientnet_{name}": Architecture(
             input=ImageSpec(height=variant.image_size, width=variant.image_size, channels=3),
             build=build_efficientnet_lite,
-            fit=fit_two_phase,
+            fit=fit_cached_two_phase if cached_head else fit_two_phase,
             epochs=epochs,
             backbone_stages=len(efficientnet_lite.STAGES),
         )
@@ -81,6 +84,51 @@ def fit_two_phase(model: keras.Model, train: object, val: object, config: RunCon
         learning_rate=HEAD_LEARNING_RATE,
         label_smoothing=options.label_smoothing,
     )
+    return _fine_tune(model, train, val, config, history)
+
+
+def fit_cached_two_phase(model: keras.Model, train: Any, val: Any, config: RunConfig) -> History:
+    """`fit_two_phase`, with phase 1 on cached features: the frozen backbone runs once over the training and
+    validation images (without augmentation: phase 1 sees the photos as they are), and the head (the model's
+    own dropout and `logits` layers, sharing their weights) trains on those features. Phase 2 then fine-tunes
+    on the images with augmentation, as `fit_two_phase` does."""
+    import tensorflow as tf
+
+    options = _options(config)
+    extractor = keras.Model(model.input, model.get_layer("features").output)
+
+    def features(dataset: Any, stage: str) -> Any:
+        parts, labels = [], []
+        for x, y in progress(dataset, desc=stage):
+            parts.append(extractor(x, training=False).numpy())
+            labels.append(y.numpy())
+        return tf.data.Dataset.from_tensor_slices((np.concatenate(parts), np.concatenate(labels)))
+
+    batch = config.batch_size
+    train_features = features(train, "features (train)").shuffle(65536, seed=config.seed).batch(batch)
+    val_features = features(val, "features (validation)").batch(batch)
+    inputs = keras.Input(extractor.output.shape[1:])
+    x = inputs
+    after_features = model.layers[model.layers.index(model.get_layer("features")) + 1 :]
+    for layer in after_features:  # the head: dropout, logits, softmax (the same layer objects: shared weights)
+        x = layer(x)
+    head = keras.Model(inputs, x, name="head")
+    history = fit(
+        head,
+        train_features,
+        val_features,
+        epochs=config.epochs,
+        patience=config.patience,
+        learning_rate=HEAD_LEARNING_RATE,
+        label_smoothing=options.label_smoothing,
+        monitor=Monitor("head", config.run_dir),
+    )
+    return _fine_tune(model, train, val, config, history)
+
+
+def _fine_tune(model: keras.Model, train: Any, val: Any, config: RunConfig, history: History) -> History:
+    """Phase 2 (see the module docstring), after the head's `history`; returns both phases' history."""
+    options = _options(config)
     if not options.fine_tune_stages:
         return history
     backbone = model.get_layer(BACKBONE_NAME)
@@ -103,8 +151,16 @@ def fit_two_phase(model: keras.Model, train: object, val: object, config: RunCon
         initial_epoch=len(history["loss"]),
         label_smoothing=options.label_smoothing,
         schedule=options.fine_tune_schedule,
+        monitor=Monitor("fine-tuning", config.run_dir) if config.run_dir is not None else None,
     )
     return {key: history[key] + fine[key] for key in history}
+
+
+def progress(iterable: Any, desc: str) -> Any:
+    """`iterable` with a progress bar on stderr (tqdm; none when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, disable=None, leave=False)
 
 
 def _options(config: RunConfig) -> TransferConfig:

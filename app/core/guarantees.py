@@ -26,6 +26,9 @@ def describe(model: LoadedModel) -> dict[str, Any]:
 
 def _sets(model: LoadedModel) -> dict[str, Any]:
     conformal = model.conformal
+    note = (model.metadata.model_extra or {}).get("conformal_note")
+    if conformal is None and note:
+        return {"available": False, "why": str(note)}
     if conformal is None:
         why = (
             "this precision's model records no conformal quantiles (python -m training.quantize records them)"

@@ -40,7 +40,7 @@ def test_a_version_without_a_recorded_command_is_refused(trained_fashion: tuple[
     del record["training"]["command"]
     copy.mkdir()
     (copy / "metadata.json").write_text(json.dumps(record))
-    with pytest.raises(TrainingError, match=r"records no `python -m training\.fashion_mnist"):
+    with pytest.raises(TrainingError, match=r"records no `python -m training\.<task>"):
         exported.load(copy, data)
     with pytest.raises(TrainingError, match="no exported version"):
         exported.version_dir(tmp_path, "rps")
@@ -55,7 +55,7 @@ def test_the_recorded_command_parses_back_to_the_same_frozen_configuration() -> 
     assert config.command == (
         "python -m training.flowers --data-dir 'shared data/flower_photos' --arch tutorial --seed 3 --fine-tune-stages 0"
     )
-    assert exported.run_config(flowers.TASK, {"training": {"command": config.command}}, None) == config
+    assert exported.rebuild({"training": {"command": config.command}}, None) == (flowers.TASK, config)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.seed = 4  # type: ignore[misc]
     # A task without a backbone to fine-tune, or that holds out whole groups, has neither option.

@@ -103,12 +103,44 @@ def test_page_classifies_an_image_and_shows_errors(browser, base_url: str) -> No
     page.close()
 
 
+def test_page_shows_the_prediction_set_at_the_coverage_picked(browser, base_url: str) -> None:
+    """The coverage menu lists what the model recorded; a photo classified with one shows its set, whose labels
+    are the API's for the same photo."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(base_url)
+    page.wait_for_selector("#task option", state="attached")
+    page.select_option("#task", "flowers")
+    page.wait_for_function("document.querySelectorAll('#coverage option').length > 1")
+    offered = page.eval_on_selector_all("#coverage option", "nodes => nodes.map(n => n.value)")
+    assert offered == ["", "0.8", "0.9", "0.95", "0.99"]
+    page.select_option("#coverage", "0.95")
+    photo = (ROOT / "docs" / "examples" / "sunflower.jpg").read_bytes()
+    page.set_input_files("#files", files=[{"name": "sunflower.jpg", "mimeType": "image/jpeg", "buffer": photo}])
+    page.wait_for_selector(".card .set")
+    shown = page.inner_text(".card .set")
+    expected = page.evaluate(
+        """async (bytes) => {
+            const form = new FormData();
+            form.append("file", new Blob([new Uint8Array(bytes)], {type: "image/jpeg"}), "sunflower.jpg");
+            const answer = await fetch("predict/flowers?coverage=0.95", {method: "POST", body: form});
+            return (await answer.json()).predictions[0].prediction_set;
+        }""",
+        list(photo),
+    )
+    assert shown == f"With 95% confidence: {' or '.join(expected)}", (shown, expected)
+    page.screenshot(path=str(SCREENSHOTS / "web_prediction_set.png"), full_page=True)
+    page.close()
+
+
 def test_page_works_from_the_keyboard_on_a_narrow_screen(browser, base_url: str) -> None:
     page = browser.new_page(viewport={"width": 360, "height": 740})
     page.goto(base_url)
     page.wait_for_selector("#task option", state="attached")
     page.focus("#task")
     page.keyboard.press("Tab")
+    if page.is_enabled("#coverage"):  # then the coverage of the prediction sets, chosen with the arrow keys
+        assert page.evaluate("document.activeElement.id") == "coverage"
+        page.keyboard.press("Tab")
     if page.is_visible("#plots"):  # the model's plots come first, and open from the keyboard too
         assert page.evaluate("document.activeElement.tagName") == "SUMMARY"
         page.keyboard.press("Enter")
