@@ -20,7 +20,6 @@ directory and `Review.summary` gives the lines for the console.
 from __future__ import annotations
 
 import csv
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 from cleanlab.filter import find_label_issues
-from PIL import Image, ImageDraw, ImageFont, ImageOps
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from training.contact_sheet import contact_sheet
 
 SPLIT_ORDER = ("train", "validation", "calibration", "test")
 HELD_OUT = frozenset({"test", "calibration"})  # the splits a near-twin in train makes say too much
@@ -142,7 +142,7 @@ class Review:
                     )
                 )
         sheet_path = run_dir / "review.png"
-        _contact_sheet(self._sheet_tiles()).save(sheet_path)
+        contact_sheet(self._sheet_tiles(), THUMBNAIL).save(sheet_path)
         return [csv_path, sheet_path]
 
     def summary(self, limit: int = 10) -> str:
@@ -374,68 +374,3 @@ def _most_similar(later: np.ndarray, earlier: np.ndarray, similarity: np.ndarray
     """The positions of the `MAX_DUPLICATES` most similar pairs, most similar first; ties in a fixed order (by
     index) so that the review is reproducible."""
     return np.lexsort((earlier, later, -similarity))[:MAX_DUPLICATES]
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Pillow's own font (no font file needed); its bitmap fallback where Pillow lacks FreeType."""
-    return ImageFont.load_default(size=size)
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> str:
-    """`text`, shortened in the middle (keeping a file name's extension) until it fits in `width` px."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    head, tail = text[: len(text) // 2], text[len(text) // 2 :]
-    while head or tail:
-        if len(head) >= len(tail):
-            head = head[:-1]
-        else:
-            tail = tail[1:]
-        candidate = f"{head}...{tail}"
-        if draw.textlength(candidate, font=font) <= width:
-            return candidate
-    return ""
-
-
-def _thumbnail(path: Path) -> Image.Image | None:
-    """The image at `path` oriented, in RGB and at most `THUMBNAIL` px a side; None if it cannot be read."""
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (THUMBNAIL, THUMBNAIL))  # JPEG decodes at a reduced scale: big photos stay fast
-            oriented = ImageOps.exif_transpose(image).convert("RGB")
-            oriented.thumbnail((THUMBNAIL, THUMBNAIL))
-            return oriented
-    except Exception:
-        # Any failure of any decoder (missing, truncated, not an image, a decompression bomb) must cost one gray
-        # tile, not the review of a finished training run.
-        return None
-
-
-def _contact_sheet(tiles: list[tuple[Path, tuple[str, str, str]]]) -> Image.Image:
-    """A grid of thumbnails, each captioned with its three lines; a one-tile "nothing to review" if empty."""
-    font = _font(11)
-    line = 13
-    pad = 6
-    cell_w = THUMBNAIL + 2 * pad
-    cell_h = THUMBNAIL + 3 * line + 3 * pad
-    columns = max(1, min(8, len(tiles)))
-    rows = max(1, math.ceil(len(tiles) / columns))
-    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
-    draw = ImageDraw.Draw(sheet)
-    if not tiles:
-        draw.text((pad, pad), "Nothing to review", fill="black", font=font)
-        return sheet
-    for position, (path, caption) in enumerate(tiles):
-        left = (position % columns) * cell_w + pad
-        top = (position // columns) * cell_h + pad
-        thumb = _thumbnail(path)
-        if thumb is None:
-            draw.rectangle((left, top, left + THUMBNAIL - 1, top + THUMBNAIL - 1), fill=(128, 128, 128))
-            draw.text((left + pad, top + THUMBNAIL // 2 - line // 2), "cannot open", fill="white", font=font)
-        else:
-            # Centred in its square so that the captions line up whatever the aspect ratio.
-            sheet.paste(thumb, (left + (THUMBNAIL - thumb.width) // 2, top + (THUMBNAIL - thumb.height) // 2))
-        for k, text in enumerate(caption):
-            y = top + THUMBNAIL + pad // 2 + k * line
-            draw.text((left, y), _fit(draw, text, font, THUMBNAIL), fill="black", font=font)
-    return sheet
