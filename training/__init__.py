@@ -14,7 +14,12 @@ module, and no import cycle among them (`make lint` checks it, counting imports 
 - `model`, `export`, `evaluation`, `calibration`, `ood`, `ood_sets`, `ood_fit`, `plots`, `metadata`: the named
   layers every model keeps, the served graph, its figures, temperature scaling, out-of-distribution scores,
   their test sets and choice, the plots and metadata.json.
-- `publish`, `run`: a trained model to a served version; the whole run of `python -m training.<task>`.
+- `conformal`, `guarantee`: split-conformal sets; the guarantees fitted on the calibration split (the PAC
+  out-of-distribution threshold is `ood.pac_threshold`).
+- `store`, `publish`, `run`: the model store written atomically; a trained model to a served version; the
+  whole run of `python -m training.<task>`.
+- `folder`, `adopt`: commands that make their task: a folder of class folders trained (`scan`, `scan_report`:
+  what a folder holds; `review`, `contact_sheet`: the photos to look at again), a Keras model trained elsewhere.
 - `transfer`, `efficientnet_lite`, `torch_legacy`: transfer learning on EfficientNet-Lite ImageNet weights.
-- `exported`, `quantize`, `ood_check`, `compact`: commands on a version already exported.
+- `exported`, `quantize`, `recalibrate`, `ood_check`, `compact`: commands on a version already exported.
 """
