@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages for the end-to-end tests: Chromium (browser test), the Docker engine, Compose v2 and
-# debootstrap (container test), HAProxy (replicas behind a load balancer). kubectl (kustomize, for the
+# debootstrap (container test), HAProxy (replicas behind a load balancer), Prometheus and promtool (rules, alerts). kubectl (kustomize, for the
 # Kubernetes manifests' test) comes with this machine image; elsewhere install Debian's kubernetes-client.
 # Idempotent. Needs root and apt; elsewhere it says so and the e2e tests
 # skip with a printed reason.
@@ -16,6 +16,7 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v wrk >/dev/null || need+=(wrk)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v promtool >/dev/null || need+=(prometheus)  # promtool and a real Prometheus for the monitoring tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "system-deps: installing ${need[*]}"
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \

@@ -28,6 +28,7 @@ class Guarantees:
     threshold: PacThreshold | None
     conformal: dict[str, Any] | None
     note: str = ""
+    reference_quantiles: dict[str, float] | None = None  # deciles of the validation images' OOD scores
 
     def ood_fields(self, test_scores: np.ndarray) -> dict[str, Any]:
         """What the threshold contributes to metadata.json's `ood` object, with its test split figure."""
@@ -35,6 +36,7 @@ class Guarantees:
             return {}
         t = self.threshold
         return {
+            "validation_score_quantiles": self.reference_quantiles,
             "threshold": t.value,
             "threshold_split": "calibration",
             "in_distribution_kept": round(t.k / t.n, 4),
@@ -52,6 +54,12 @@ def fit(outputs: dict[str, Outputs], data: Splits, *, alpha: float, delta: float
     threshold = (
         pac_threshold(outputs["calibration"][OOD_SCORE], alpha, delta) if OOD_SCORE in outputs["calibration"] else None
     )
+    # What drift compares live scores with (app.core.drift): in-distribution images the model never trained on.
+    reference = (
+        {f"{q / 10:g}": float(np.quantile(outputs["validation"][OOD_SCORE], q / 10)) for q in range(1, 10)}
+        if OOD_SCORE in outputs["validation"]
+        else None
+    )
     probabilities = {split: outputs[split][PROBABILITIES] for split in labels}
     method, sizes = conformal.choose(probabilities["validation"], labels["validation"], seed)
     quantiles = conformal.fit(probabilities["calibration"], labels["calibration"], method, seed)
@@ -60,7 +68,7 @@ def fit(outputs: dict[str, Outputs], data: Splits, *, alpha: float, delta: float
             f"{len(labels['calibration'])} calibration images are too few for any of the coverages "
             f"{', '.join(map(str, conformal.COVERAGES))}: no prediction sets"
         )
-        return Guarantees(threshold, None, note)
+        return Guarantees(threshold, None, note, reference)
     record = conformal.record(
         method,
         quantiles,
@@ -71,4 +79,4 @@ def fit(outputs: dict[str, Outputs], data: Splits, *, alpha: float, delta: float
         test=conformal.evaluate(probabilities["test"], labels["test"], method, quantiles),
     )
     record["split_description"] = data.calibration_source
-    return Guarantees(threshold, record)
+    return Guarantees(threshold, record, reference_quantiles=reference)

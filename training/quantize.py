@@ -161,6 +161,7 @@ def measure(
     if fitted.threshold is not None:
         cutoff = fitted.threshold.value
         record["ood_threshold"] = cutoff
+        record["ood_validation_score_quantiles"] = fitted.reference_quantiles
         record["ood_guarantee"] = fitted.threshold.guarantee()
         record["ood_test_flagged"] = round(float(np.mean(test_int8[OOD_SCORE] > cutoff)), 4)
         # The same report halves of the same out-of-distribution sets as training's figures, through int8.

@@ -2,11 +2,17 @@
 across splits, found on the backbone's features.
 
 Label issues are cleanlab's confident learning (`cleanlab.filter.find_label_issues`, Northcutt et al. 2021)
-on out-of-fold predicted probabilities: a logistic regression on the standardized features, fitted by
-stratified k-fold cross-validation, so that every image is scored by a classifier that never saw its label.
-An image is reported when its given label is confidently contradicted (cleanlab's default
-"prune_by_noise_rate"), ranked by self-confidence, the out-of-fold probability of the given label (lowest
-first); the suggested label is the out-of-fold argmax.
+on out-of-fold predicted probabilities: a multinomial logistic regression on the standardized features (a
+linear probe), fitted by stratified k-fold cross-validation, so that every image is scored by a classifier
+that never saw its label. Its regularization C is the one of `C_GRID` whose out-of-fold probabilities have
+the lowest log loss: on 1280-d EfficientNet-Lite0 features of 750 flower photos with 5% of the labels flipped,
+that choice (C = 0.01) found 85% of the flipped ones with 65% of the reports flipped ones, where C = 1 found
+90% but reported twice as many as there were. An image is reported when its given label is confidently
+contradicted (cleanlab's default "prune_by_noise_rate"), ranked by self-confidence, the out-of-fold
+probability of the given label (lowest first); the suggested label is the out-of-fold argmax. Confident
+learning is conservative: it counts an image as mislabelled only if the probability of another class reaches
+that class's mean, so expect most of the wrong labels, not all (85-90% of them in the measurements above and
+on synthetic clusters), and few false alarms.
 
 Near-duplicates are pairs of images of different splits whose L2-normalised features have a cosine
 similarity of at least `duplicate_similarity`. A test image with a near-twin in train inflates the test
@@ -29,6 +35,7 @@ import numpy as np
 from cleanlab.filter import find_label_issues
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -36,6 +43,7 @@ from sklearn.preprocessing import StandardScaler
 from training.contact_sheet import contact_sheet
 
 SPLIT_ORDER = ("train", "validation", "calibration", "test")
+C_GRID = (1.0, 0.1, 0.01, 0.001)  # the probe's inverse regularization, chosen by out-of-fold log loss
 HELD_OUT = frozenset({"test", "calibration"})  # the splits a near-twin in train makes say too much
 MAX_DUPLICATES = 10_000  # the pairs kept (the most similar), so degenerate features cannot exhaust memory
 SHEET_LIMIT = 48  # findings on the contact sheet
@@ -86,13 +94,15 @@ class NearDuplicate:
 class Review:
     """The findings of `review`. `label_issues` are ranked (most suspicious first), `near_duplicates` sorted by
     similarity (highest first; at most `MAX_DUPLICATES` of the `duplicates_found`). `skipped` says why the
-    label-issue search did not run ("" if it did); `folds` is the number of folds it used (0 if skipped)."""
+    label-issue search did not run ("" if it did); `folds` is the number of folds it used and `c` the probe's
+    regularization (both 0 if skipped)."""
 
     label_issues: tuple[LabelIssue, ...]
     near_duplicates: tuple[NearDuplicate, ...]
     label_names: tuple[str, ...]
     images: int
     folds: int
+    c: float
     skipped: str
     duplicate_similarity: float
     duplicates_found: int
@@ -153,7 +163,8 @@ class Review:
         else:
             lines.append(
                 f"Label issues: {len(self.label_issues)} of {self.images} images look filed in the wrong class "
-                f"(cleanlab on {self.folds}-fold out-of-fold predictions of a logistic regression on the features)."
+                f"(cleanlab on {self.folds}-fold out-of-fold predictions of a logistic regression on the features, "
+                f"C = {self.c:g})."
             )
             for issue in self.label_issues[:limit]:
                 lines.append(
@@ -162,16 +173,18 @@ class Review:
                 )
             if len(self.label_issues) > limit:
                 lines.append(f"  ... and {len(self.label_issues) - limit} more in review.csv")
-        kept = "" if self.duplicates_found == len(self.near_duplicates) else f" ({len(self.near_duplicates)} kept)"
+        found = self.duplicates_found
+        kept = "" if found == len(self.near_duplicates) else f" ({len(self.near_duplicates)} kept)"
         lines.append(
-            f"Near-duplicates across splits: {self.duplicates_found} pairs{kept} at cosine similarity "
+            f"Near-duplicates across splits: {found} pair{'' if found == 1 else 's'}{kept} at cosine similarity "
             f">= {self.duplicate_similarity:g}."
         )
         leaks = len(self.leaks)
         if leaks:
             lines.append(
-                f"  {leaks} of them join train to test or calibration: a test image seen in training inflates the "
-                "test accuracy, a calibration one weakens the guarantees fitted on it. Remove one image of each."
+                f"  {leaks} of them {'joins' if leaks == 1 else 'join'} train to test or calibration: a test image "
+                "seen in training inflates the test accuracy, a calibration one weakens the guarantees fitted on "
+                "it. Remove one image of each."
             )
         for pair in self.near_duplicates[:limit]:
             lines.append(
@@ -201,7 +214,11 @@ class Review:
         tiles += [
             (
                 pair.path,
-                (pair.path.name, f"duplicate of {pair.other_path.name}", f"cos {pair.similarity:.3f} {pair.split}"),
+                (
+                    pair.path.name,
+                    f"duplicate of {pair.other_path.name}",
+                    f"cos {pair.similarity:.3f} ({pair.split}/{pair.other_split})",
+                ),
             )
             for pair in pairs[:n_pairs]
         ]
@@ -245,7 +262,7 @@ def review(
     split_names = [str(s) for s in split]
     names = tuple(str(name) for name in label_names)
 
-    issues, used_folds, skipped = _label_issues(x, y, image_paths, split_names, names, seed=seed, folds=folds)
+    issues, used_folds, c, skipped = _label_issues(x, y, image_paths, split_names, names, seed=seed, folds=folds)
     pairs, found = _near_duplicates(x, y, image_paths, split_names, duplicate_similarity)
     return Review(
         label_issues=issues,
@@ -253,6 +270,7 @@ def review(
         label_names=names,
         images=n,
         folds=used_folds,
+        c=c,
         skipped=skipped,
         duplicate_similarity=duplicate_similarity,
         duplicates_found=found,
@@ -268,31 +286,35 @@ def _label_issues(
     *,
     seed: int,
     folds: int,
-) -> tuple[tuple[LabelIssue, ...], int, str]:
-    """The ranked label issues, the folds used and why the search was skipped ("" if it ran)."""
+) -> tuple[tuple[LabelIssue, ...], int, float, str]:
+    """The ranked label issues, the folds and C used, and why the search was skipped ("" if it ran)."""
     present, compact = np.unique(y, return_inverse=True)
     if len(present) < 2:
-        return (), 0, f"all {len(y)} images are in one class ({names[present[0]]!r})"
+        return (), 0, 0.0, f"all {len(y)} images are in one class ({names[present[0]]!r})"
     counts = np.bincount(compact)
     lonely = [names[present[k]] for k in np.flatnonzero(counts < 2)]
     if lonely:
-        return (), 0, f"cross-validation needs 2 images per class at least, and {', '.join(map(repr, lonely))} has 1"
+        reason = f"cross-validation needs 2 images per class at least, and {', '.join(map(repr, lonely))} has 1"
+        return (), 0, 0.0, reason
     used_folds = int(min(folds, counts.min()))
-    # Scaled features: the backbone's have very different ranges per dimension, and lbfgs converges far
-    # faster on standardized ones. Labels are compacted to the classes present (cleanlab's columns must be
-    # 0..K-1), then mapped back.
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    with warnings.catch_warnings():
-        # Separable features keep lbfgs iterating towards infinite weights; the probabilities it has by then
-        # rank the labels just as well, so the warning would only be noise in the training log.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        pred_probs = cross_val_predict(
-            classifier,
-            x,
-            compact,
-            cv=StratifiedKFold(used_folds, shuffle=True, random_state=seed),
-            method="predict_proba",
-        )
+    # Labels are compacted to the classes present (cleanlab's columns must be 0..K-1), then mapped back.
+    # The same folds for every C, so that their log losses compare the regularization and nothing else.
+    cv = StratifiedKFold(used_folds, shuffle=True, random_state=seed)
+    best: tuple[float, float, np.ndarray] | None = None
+    for c in C_GRID:
+        # Standardized: the backbone's dimensions have very different ranges, and lbfgs converges far faster
+        # on standardized ones (and C then means the same on every backbone).
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+        with warnings.catch_warnings():
+            # Separable features keep lbfgs iterating towards infinite weights; the probabilities it has by
+            # then rank the labels just as well, so the warning would only be noise in the training log.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            probabilities = cross_val_predict(classifier, x, compact, cv=cv, method="predict_proba")
+        loss = float(log_loss(compact, probabilities, labels=np.arange(len(present))))
+        if best is None or loss < best[0]:
+            best = (loss, c, probabilities)
+    assert best is not None  # C_GRID is not empty
+    _, chosen_c, pred_probs = best
     # n_jobs=1: cleanlab would otherwise fork a pool per call, which is slow for this size and unsafe in a
     # process that runs TensorFlow's threads.
     ranked = find_label_issues(compact, pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1)
@@ -309,7 +331,7 @@ def _label_issues(
         )
         for rank, i in enumerate(ranked, start=1)
     )
-    return issues, used_folds, ""
+    return issues, used_folds, chosen_c, ""
 
 
 def _split_rank(name: str) -> tuple[int, str]:

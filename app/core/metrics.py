@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -80,6 +85,64 @@ class Metrics:
         self.flagged_bytes = Gauge("flagged_store_bytes", "Bytes the flagged store takes (images and JSON)", registry=r)
         self.flagged_pending = Gauge("flagged_queue_depth", "Flagged uploads waiting to be written", registry=r)
         # --- end flagged uploads ------------------------------------------------------------------------
+        self.load_failures = Counter(
+            "model_load_failures",
+            "Model versions refused at load (logged once, tried again when they change)",
+            ["task"],
+            registry=r,
+        )
+
+    def watch_drift(self, monitor: Any, models: Callable[[], list[Any]]) -> None:
+        """Export every served model's drift (`app.core.drift.Monitor.assess`) as gauges, computed at scrape."""
+        self.registry.register(_DriftCollector(monitor, models))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DriftCollector(Collector):
+    """Drift, flagged share and estimated accuracy per served version, as Prometheus reads them: computed from
+    the window when scraped (a few scipy tests per model), absent while the window is too small."""
+
+    def __init__(self, monitor: Any, models: Callable[[], list[Any]]) -> None:
+        self._monitor, self._models = monitor, models
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["task", "version"]
+        families = {
+            "drift": GaugeMetricFamily(
+                "model_drift", "1 when the recent traffic drifted from validation, 0 when not", labels=labels
+            ),
+            "images": GaugeMetricFamily("model_drift_window_images", "Images in the drift window", labels=labels),
+            "flagged": GaugeMetricFamily(
+                "model_flagged_share", "Share of the window's images flagged out of distribution", labels=labels
+            ),
+            "expected": GaugeMetricFamily(
+                "model_expected_flagged_share", "Share of genuine images the threshold flags on average", labels=labels
+            ),
+            "estimated": GaugeMetricFamily(
+                "model_estimated_accuracy",
+                "Mean calibrated top-class confidence of the window's unflagged images",
+                labels=labels,
+            ),
+            "test": GaugeMetricFamily("model_test_accuracy", "Test accuracy recorded at export", labels=labels),
+            "p": GaugeMetricFamily("model_drift_p_value", "p-value of each drift test", labels=[*labels, "test"]),
+        }
+        for model in self._models():
+            report = self._monitor.assess(model)
+            key = [report["task"], str(report["version"])]
+            families["images"].add_metric(key, report["window"]["images"])
+            if report["drift"] is not None:
+                families["drift"].add_metric(key, 1.0 if report["drift"] else 0.0)
+            if report["flagged_share"] is not None:
+                families["flagged"].add_metric(key, report["flagged_share"])
+            if report["expected_flagged_share"] is not None:
+                families["expected"].add_metric(key, report["expected_flagged_share"])
+            estimated = report["estimated_accuracy"]
+            if estimated["value"] is not None:
+                families["estimated"].add_metric(key, estimated["value"])
+            if isinstance(estimated["test_accuracy"], int | float):
+                families["test"].add_metric(key, float(estimated["test_accuracy"]))
+            for name, test in report["tests"].items():
+                families["p"].add_metric([*key, name], test["p_value"])
+        yield from families.values()

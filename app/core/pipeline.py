@@ -27,6 +27,7 @@ import numpy as np
 
 from app.core.conformal import coverage_key
 from app.core.decoding import Decoder
+from app.core.drift import Monitor
 from app.core.errors import DeadlineExceeded, InvalidRequest, NotFound, PayloadTooLarge
 from app.core.flagged import FlaggedStore
 from app.core.metrics import Metrics
@@ -64,8 +65,9 @@ class Result:
 
 
 class Pipeline:
-    """The steps of a prediction over the service's registry, decoder and metrics; with a `flagged` store,
-    the uploads it wants are offered to it after postprocessing (`app.core.flagged`)."""
+    """The steps of a prediction over the service's registry, decoder and metrics; after postprocessing each
+    prediction goes to the drift `monitor` (`app.core.drift`) and, with a `flagged` store, the uploads it
+    wants are offered to it (`app.core.flagged`)."""
 
     def __init__(
         self,
@@ -74,12 +76,14 @@ class Pipeline:
         registry: Registry,
         decoder: Decoder,
         flagged: FlaggedStore | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.settings = settings
         self._metrics = metrics
         self._registry = registry
         self._decoder = decoder
         self._flagged = flagged
+        self._monitor = monitor
 
     def lease(self, task: str, version: int | None = None) -> contextlib.AbstractAsyncContextManager[Served]:
         """Hold a served version for a whole request (see `Registry.lease`): `UnknownTask`/`NotFound` (404)
@@ -120,6 +124,8 @@ class Pipeline:
         predictions = [
             postprocess(row, labels, k, images.name(i), model.ood_threshold, sets) for i, row in enumerate(outputs)
         ]
+        if self._monitor is not None:  # the drift window (app.core.drift)
+            self._monitor.observe(model, predictions)
         if self._flagged is not None:  # flagged uploads: queued for the store's thread, never waited for
             sent = images.files if images.files is not None else pixels
             for i, prediction in enumerate(predictions):

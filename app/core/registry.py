@@ -73,6 +73,7 @@ class Registry:
         warm_up: Callable[[LoadedModel], None],
         make_batcher: Callable[[LoadedModel], MicroBatcher],
         on_change: Callable[[str, int, bool], None] = lambda task, version, ready: None,
+        on_refuse: Callable[[str, int], None] = lambda task, version: None,
     ) -> None:
         self.repository = repository
         self._loader = loader
@@ -80,6 +81,7 @@ class Registry:
         self._warm_up = warm_up
         self._make_batcher = make_batcher
         self._on_change = on_change
+        self._on_refuse = on_refuse
         self._served: dict[str, dict[int, Served]] = {}
         self._status: dict[tuple[str, int], VersionStatus] = {}
         self._failed: dict[Path, Fingerprint] = {}
@@ -242,6 +244,7 @@ class Registry:
         self._failed[found.path] = found.fingerprint
         self._status[(found.task, found.version)] = VersionStatus(found.task, found.version, State.UNAVAILABLE, reason)
         log.error("refusing model %s v%d: %s", found.task, found.version, reason)
+        self._on_refuse(found.task, found.version)
 
     def _retire(self, task: str, version: int, reason: str) -> None:
         """Take `version` out of the table now; release it once its last lease is returned."""

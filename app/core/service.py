@@ -15,6 +15,7 @@ import numpy as np
 
 from app.core.batching import MicroBatcher
 from app.core.decoding import Decoder
+from app.core.drift import Monitor
 from app.core.flagged import FlaggedStore
 from app.core.metrics import Metrics
 from app.core.model import OOD_SCORE, PROBABILITIES, LoadedModel, ModelLoader, ModelLoadError, Outputs
@@ -48,10 +49,18 @@ class ModelService:
             warm_up=self._warm_up,
             make_batcher=self._make_batcher,
             on_change=self._on_change,
+            on_refuse=lambda task, version: metrics.load_failures.labels(task).inc(),
         )
         # Flagged uploads (None unless APP_FLAGGED_DIR is set): the store's writer thread starts here.
         self.flagged = FlaggedStore.from_settings(settings, metrics)
-        self.pipeline = Pipeline(settings, metrics, self.registry, self.decoder, self.flagged)
+        self.monitor = Monitor(
+            window_images=settings.drift_window_images,
+            window_s=settings.drift_window_s,
+            min_images=settings.drift_min_images,
+            alpha=settings.drift_alpha,
+        )
+        metrics.watch_drift(self.monitor, self.models)
+        self.pipeline = Pipeline(settings, metrics, self.registry, self.decoder, self.flagged, self.monitor)
         self._watching: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------------------------- lifecycle

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     flagged_queue_bytes: int = Field(
         64 * 2**20, ge=2**20, description="bytes of uploads waiting to be written at most; more are dropped"
     )
+    # --- drift (app.core.drift) ----------------------------------------------------------------------------
+    drift_window_images: int = Field(500, ge=1, description="recent images per served version that drift reads")
+    drift_window_s: float = Field(900, gt=0, description="images older than this leave the drift window")
+    drift_min_images: int = Field(50, ge=1, description="images the window needs before drift is tested")
+    drift_alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the drift tests, all together")
 
     @field_validator("flagged_dir", "flagged_below", mode="before")
     @classmethod

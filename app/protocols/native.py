@@ -7,6 +7,7 @@ image's `Prediction` as the JSON object DESIGN.md describes.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -130,6 +131,15 @@ async def list_models(service: ServiceDep) -> list[ModelSummary]:
 async def get_model(service: ServiceDep, task: str, version: Version = None) -> ModelSummary:
     """A served model (`version`, or the highest served)."""
     return _summary(service.model(task, version))
+
+
+@router.get("/models/{task}/drift", responses=_ERRORS, tags=["models"])
+async def get_drift(service: ServiceDep, task: str, version: Version = None) -> dict[str, Any]:
+    """Whether the recent traffic of a served version differs from what it was validated on: its flagged share
+    against the guarantee's, its OOD scores against the calibration images', its class mix against training's
+    (each with its test statistic and p-value), and its estimated accuracy (see `app.core.drift`)."""
+    model = service.model(task, version)
+    return await asyncio.to_thread(service.monitor.assess, model)  # scipy's tests: off the event loop
 
 
 # The plots training writes beside the SavedModel (training/plots.py), served from the version directory.

@@ -39,33 +39,40 @@ def names(n: int) -> list[Path]:
 
 
 def test_flipped_labels_are_found_with_their_true_class() -> None:
-    rng = np.random.default_rng(SEED)
-    features, true = clusters(rng)
-    labels, flipped = flip(rng, true, 0.05, 3)
-    assert len(flipped) == 9
-    split = list(rng.choice(SPLITS, size=len(labels)))
+    """Three datasets of 3 x 200 points, 5% of the labels flipped in each (90 in all). Confident learning is
+    conservative: over 30 such datasets it found 90% of the flipped labels on average, 73% at worst, with at
+    most 2 false alarms, so the bar is 80% of the 90 and each dataset's own at 70% (3 x 60 points, 9 flips,
+    is too few for a bar: "8 of 9" held for 57% of those datasets)."""
+    found = 0
+    for seed in (0, 1, 2):
+        rng = np.random.default_rng(seed)
+        features, true = clusters(rng, per_class=200)
+        labels, flipped = flip(rng, true, 0.05, 3)
+        assert len(flipped) == 30
+        split = list(rng.choice(SPLITS, size=len(labels)))
+        result = review(features, labels, names(len(labels)), split, ["a", "b", "c"], seed=seed)
 
-    result = review(features, labels, names(len(labels)), split, ["a", "b", "c"], seed=SEED)
-
-    reported = {issue.index for issue in result.label_issues}
-    assert len(reported & set(flipped.tolist())) >= 8
-    assert len(reported - set(flipped.tolist())) <= 3
-    for issue in result.label_issues:
-        if issue.index in set(flipped.tolist()):
-            assert issue.suggested == true[issue.index]
+        reported = {issue.index for issue in result.label_issues}
+        wrong = set(flipped.tolist())
+        assert len(reported & wrong) >= 21
+        assert len(reported - wrong) <= 3
+        found += len(reported & wrong)
+        for issue in result.label_issues:
+            if issue.index in wrong:
+                assert issue.suggested == true[issue.index]
             assert issue.given == labels[issue.index]
-        assert issue.path == Path(f"images/{issue.index:03d}.jpg")
-        assert issue.split == split[issue.index]
-    assert [issue.rank for issue in result.label_issues] == list(range(1, len(result.label_issues) + 1))
-    confidences = [issue.self_confidence for issue in result.label_issues]
-    assert confidences == sorted(confidences)  # ranked by self-confidence, least confident first
-    assert result.folds == 5 and result.skipped == ""
-    # Deterministic for a seed.
-    again = review(features, labels, names(len(labels)), split, ["a", "b", "c"], seed=SEED)
-    assert again.label_issues == result.label_issues
+            assert issue.path == Path(f"images/{issue.index:03d}.jpg")
+            assert issue.split == split[issue.index]
+        assert [issue.rank for issue in result.label_issues] == list(range(1, len(result.label_issues) + 1))
+        confidences = [issue.self_confidence for issue in result.label_issues]
+        assert confidences == sorted(confidences)  # ranked by self-confidence, least confident first
+        assert result.folds == 5 and result.skipped == "" and result.c in (1.0, 0.1, 0.01, 0.001)
+    assert found >= 72
+
     summary = result.summary(limit=3)
-    assert f"{len(result.label_issues)} of 180 images" in summary
+    assert f"{len(result.label_issues)} of 600 images" in summary
     assert str(result.label_issues[0].path) in summary
+    assert f"... and {len(result.label_issues) - 3} more" in summary
 
 
 def test_clean_labels_give_few_issues() -> None:
@@ -92,6 +99,7 @@ def test_near_duplicates_across_splits_only() -> None:
     features, labels, split = duplicates_fixture()
     paths = names(len(labels))
     result = review(features, labels, paths, split, ["a", "b"], seed=SEED)
+    assert review(features, labels, paths, split, ["a", "b"], seed=SEED) == result  # deterministic for a seed
 
     assert len(result.near_duplicates) == 1 and result.duplicates_found == 1
     pair = result.near_duplicates[0]
@@ -101,7 +109,7 @@ def test_near_duplicates_across_splits_only() -> None:
     assert pair.leaks and result.leaks == (pair,)
     summary = result.summary()
     assert str(paths[30]) in summary and str(paths[5]) in summary
-    assert "join train to test or calibration" in summary
+    assert "joins train to test or calibration" in summary
 
 
 def test_a_class_of_one_skips_the_label_search_and_fewer_folds_for_small_classes() -> None:
@@ -170,7 +178,7 @@ def test_write_csv_and_contact_sheet(tmp_path: Path) -> None:
 
 
 def test_write_with_no_findings(tmp_path: Path) -> None:
-    empty = Review((), (), ("a",), 0, 0, "nothing", 0.97, 0)
+    empty = Review((), (), ("a",), 0, 0, 0.0, "nothing", 0.97, 0)
     csv_path, png_path = empty.write(tmp_path)
     assert csv_path.read_text(encoding="utf-8").strip() == ",".join(CSV_HEADER)
     with Image.open(png_path) as sheet:
