@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit("interrupted: nothing was published")
+    except OSError as error:  # a full disk, a store that turned read-only: nothing half-written is left
+        sys.exit(f"error: {error.strerror or error} ({error.filename or 'the model store'}); nothing was published")
     print(f"published {out}", flush=True)
 
 

@@ -35,6 +35,7 @@ def staged(output_dir: Path, task: str, version: int | None) -> Iterator[tuple[i
     final = task_dir / str(version)
     if final.exists():
         raise TrainingError(f"{final} already exists; pick another --version (a version is never overwritten)")
+    _remove_abandoned(task_dir)
     staging = task_dir / f".{version}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -49,3 +50,22 @@ def staged(output_dir: Path, task: str, version: int | None) -> Iterator[tuple[i
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _remove_abandoned(task_dir: Path) -> None:
+    """Staging folders of runs that were killed (SIGKILL leaves no chance to clean up): hidden, so never served,
+    but disk taken; removed when their process no longer runs."""
+    for staging in task_dir.glob(".*.staging-*"):
+        pid = staging.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
