@@ -18,6 +18,9 @@ def predict_in_batches(function: Callable[..., Any], x: np.ndarray, batch_size: 
     `function` takes `images=` and returns a dict of tensors."""
     import tensorflow as tf
 
+    if not len(x):  # an empty split (a tiny folder's calibration half): its outputs, with no rows
+        probe = function(images=tf.constant(np.zeros((1, *x.shape[1:]), dtype=x.dtype)))
+        return {name: value.numpy()[:0] for name, value in probe.items()}
     parts: list[dict[str, np.ndarray]] = []
     for i in range(0, len(x), batch_size):
         outputs = function(images=tf.constant(x[i : i + batch_size]))

@@ -39,7 +39,7 @@ class Guarantees:
             "validation_score_quantiles": self.reference_quantiles,
             "threshold": t.value,
             "threshold_split": "calibration",
-            "in_distribution_kept": round(t.k / t.n, 4),
+            "in_distribution_kept": round(t.k / t.n, 4) if t.n else None,
             "guarantee": t.guarantee(),
             "test_flagged": round(float(np.mean(test_scores > t.value)), 4),
         }
@@ -51,9 +51,14 @@ def fit(outputs: dict[str, Outputs], data: Splits, *, alpha: float, delta: float
     if data.calibration is None:
         raise ValueError("the splits have no calibration split (training.splits.carve_calibration makes one)")
     labels = {"validation": data.validation.y, "calibration": data.calibration.y, "test": data.test.y}
-    threshold = (
-        pac_threshold(outputs["calibration"][OOD_SCORE], alpha, delta) if OOD_SCORE in outputs["calibration"] else None
-    )
+    threshold = None
+    if OOD_SCORE in outputs["calibration"]:
+        scores = outputs["calibration"][OOD_SCORE]
+        if len(scores):
+            threshold = pac_threshold(scores, alpha, delta)
+        else:  # no calibration image at all (a tiny folder): the largest validation score, and no bound claimed
+            highest = float(np.max(outputs["validation"][OOD_SCORE]))
+            threshold = PacThreshold(highest, 0, 0, alpha, delta, False, 1.0)
     # What drift compares live scores with (app.core.drift): in-distribution images the model never trained on.
     reference = (
         {f"{q / 10:g}": float(np.quantile(outputs["validation"][OOD_SCORE], q / 10)) for q in range(1, 10)}

@@ -228,20 +228,18 @@ def pac_threshold(calibration_scores: np.ndarray, alpha: float = ALPHA, delta: f
     return PacThreshold(float(ordered[k - 1]), k, n, alpha, delta, True, float(failure[k - 1]))
 
 
-def flagged_count_distribution(validation_count: int, count: int, keep: float = KEEP) -> Any:
-    """How many of `count` new in-distribution images `threshold` flags when set on `validation_count`
-    validation images, if the new images are drawn like those (exchangeable with them): a scipy.stats
-    frozen distribution.
+def flagged_count_distribution(n: int, k: int, count: int) -> Any:
+    """How many of `count` new in-distribution images a threshold at the `k`-th smallest of `n` calibration
+    scores flags, if the new images are drawn like those (exchangeable with them): a scipy.stats frozen
+    distribution.
 
-    The threshold is the k-th smallest of the n validation scores (k fixed by n and `keep`), a new score lands
-    above it with probability (n - k + 1) / (n + 1), and the count among `count` new images is
-    beta-binomial(count, n - k + 1, k) (the conformal argument of Vovk et al.). It assumes nothing about the
-    scores beyond no ties, so it says how far a test split's flag rate may stray from 1 - `keep` by chance
-    alone, and how much a small validation split leaves the threshold uncertain."""
+    A new score lands above the k-th of n with probability (n - k + 1) / (n + 1), and the count among `count`
+    new images is beta-binomial(count, n - k + 1, k) (the conformal argument of Vovk et al.). It assumes
+    nothing about the scores beyond no ties, so it says how far a test split's flag rate may stray by chance
+    alone, and how much a small calibration split leaves the threshold uncertain."""
     from scipy.stats import betabinom
 
-    kept = int(np.quantile(np.arange(validation_count), keep, method="higher")) + 1  # as `threshold` picks
-    return betabinom(count, validation_count - kept + 1, kept)
+    return betabinom(count, n - k + 1, k)
 
 
 def evaluate(in_scores: np.ndarray, out_scores: np.ndarray, cutoff: float) -> dict[str, float | int]:

@@ -112,7 +112,12 @@ def carve_calibration(splits: Splits, *, fraction: float = CALIBRATION_FRACTION,
     y = splits.test.y
     rng = np.random.default_rng(seed)
     if splits.test_groups is None:
-        rest, held = stratified_split(y, fraction, seed)
+        chosen_per_class: list[np.ndarray] = []
+        for label in np.unique(y):  # `stratified_split`'s draws, keeping at least one test image per class
+            members = rng.permutation(np.flatnonzero(y == label))
+            chosen_per_class.append(members[: min(len(members) - 1, max(1, round(fraction * len(members))))])
+        held = np.sort(np.concatenate(chosen_per_class))
+        rest = np.setdiff1d(np.arange(len(y)), held)
         how = f"a seeded, stratified {fraction:.0%} of the held-out images (seed {seed})"
     else:
         groups = np.asarray(splits.test_groups)

@@ -25,15 +25,17 @@ def test_reports_the_exported_models_test_split_beside_the_rule(
     report = _run(capsys, version_dir, data, "--target", "0.1")
     recorded = json.loads((version_dir / "metadata.json").read_text())["ood"]
     assert report["method"] == recorded["method"] and report["threshold"] == recorded["threshold"]
-    assert report["validation"]["examples"] == 30 and report["test"]["examples"] == 40
+    # 40 held-out images: half calibrate the guarantees, half are the test split.
+    assert report["calibration"]["examples"] == 20 and report["test"]["examples"] == 20
     # The same served graph on the same images: the test split's flagged fraction is the one training recorded.
     assert report["test"]["flagged_fraction"] == recorded["test_flagged"]
     assert report["threshold_recomputed"] == pytest.approx(recorded["threshold"], rel=1e-5)
-    predicted = report["test"]["if_drawn_like_validation"]
+    assert report["guarantee"]["calibration_examples"] == recorded["guarantee"]["calibration_examples"] == 20
+    predicted = report["test"]["if_drawn_like_calibration"]
     low, high = predicted["interval_90_flagged_fraction"]
     assert low <= predicted["expected_flagged_fraction"] <= high
     assert 0 < predicted["p_flagging_at_least_as_many"] <= 1 and 0 <= predicted["p_flagging_more_than_0.1"] <= 1
-    assert 0 <= report["test"]["ks_against_validation"]["p_value"] <= 1
+    assert 0 <= report["test"]["ks_against_calibration"]["p_value"] <= 1
 
 
 def test_a_folder_of_photos_is_decoded_as_uploads_and_reported_beside_the_test_split(

@@ -103,7 +103,7 @@ def test_flagged_count_distribution_matches_repeated_draws() -> None:
     for _ in range(4000):
         validation, test = rng.normal(0, 1, 60), rng.normal(0, 1, 50)
         counts.append(int(np.sum(test > ood.threshold(validation))))  # keeps 58 of 60
-    predicted = ood.flagged_count_distribution(60, 50)
+    predicted = ood.flagged_count_distribution(60, 58, 50)
     assert predicted.args == (50, 3, 58)  # new scores land above the 58th of 60 with probability 3/61
     assert np.mean(counts) == pytest.approx(predicted.mean(), rel=0.05)
     assert np.mean(np.array(counts) >= 6) == pytest.approx(predicted.sf(5), abs=0.02)
@@ -111,7 +111,7 @@ def test_flagged_count_distribution_matches_repeated_draws() -> None:
     validation = rng.normal(0, 1, 400)
     cutoff = ood.threshold(validation)
     shifted = rng.normal(1, 1, 100)
-    assert ood.flagged_count_distribution(400, 100).sf(int(np.sum(shifted > cutoff)) - 1) < 0.001
+    assert ood.flagged_count_distribution(400, 381, 100).sf(int(np.sum(shifted > cutoff)) - 1) < 0.001
 
 
 def test_figures_of_a_known_split() -> None:
