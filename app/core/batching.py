@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core import tracing
 from app.core.errors import DeadlineExceeded, InferenceError, NotReady, Overloaded
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class _Request:
     future: asyncio.Future[Any]
     deadline: float | None = None  # loop time after which it is not run
     enqueued_at: float = field(default_factory=time.perf_counter)
+    trace: Any = None  # the caller's trace context (`tracing.current_context()`); None while tracing is off
+    enqueued_ns: int = 0  # wall clock at submit, for the spans (`tracing.BatchSpans`)
 
 
 class MicroBatcher:
@@ -66,6 +69,7 @@ class MicroBatcher:
         retry_after_s: int = 1,
         on_batch: BatchObserver | None = None,
         name: str = "model",
+        span_attributes: Mapping[str, Any] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -83,6 +87,7 @@ class MicroBatcher:
         self._retry_after_s = retry_after_s
         self._on_batch = on_batch
         self._name = name
+        self._span_attributes = dict(span_attributes or {"model.name": name})
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._free_calls = asyncio.Semaphore(max_concurrent_batches)
@@ -135,7 +140,11 @@ class MicroBatcher:
         run), and `InferenceError` if the model call of their batch fails."""
         self.check_capacity(len(items))
         loop = asyncio.get_running_loop()
-        requests = [_Request(item, loop.create_future(), deadline) for item in items]
+        trace = tracing.current_context()
+        enqueued_ns = time.time_ns() if trace is not None else 0
+        requests = [
+            _Request(item, loop.create_future(), deadline, trace=trace, enqueued_ns=enqueued_ns) for item in items
+        ]
         for request in requests:
             self._queue.put_nowait(request)
         try:
@@ -196,16 +205,24 @@ class MicroBatcher:
         started = time.perf_counter()
         if self._on_batch is not None:
             self._on_batch(len(live), [started - r.enqueued_at for r in live])
+        traced = any(r.trace is not None for r in live)
+        spans = tracing.BatchSpans(self._span_attributes, [r.trace for r in live]) if traced else None
         try:
             stacked = np.stack([r.item for r in live])
             results = _rows(await loop.run_in_executor(self._executor, self._infer, stacked), len(live))
-        except asyncio.CancelledError:  # stop(): the service is shutting down
+        except asyncio.CancelledError as error:  # stop(): the service is shutting down
             _fail(live, self._shutting_down())
+            if spans is not None:
+                spans.end([r.enqueued_ns for r in live], error)
             raise
         except Exception as error:  # any model failure fails this batch only
             log.exception("model %s failed on a batch of %d", self._name, len(live))
             _fail(live, InferenceError(f"model {self._name} failed on this batch: {type(error).__name__}: {error}"))
+            if spans is not None:
+                spans.end([r.enqueued_ns for r in live], error)
             return
+        if spans is not None:
+            spans.end([r.enqueued_ns for r in live])
         for request, result in zip(live, results, strict=True):
             if not request.future.done():
                 request.future.set_result(result)

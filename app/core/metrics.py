@@ -54,6 +54,12 @@ class Metrics:
         self.large_decode_waiting = Gauge(
             "image_large_decode_waiting", "Large images waiting for (or in) the large-decode lane", registry=r
         )
+        self.spans_dropped = Counter(
+            "trace_spans_dropped",
+            "Trace spans lost: the export queue was full, or the collector failed or did not answer",
+            ["reason"],
+            registry=r,
+        )
         self.model_ready = Gauge(
             "model_ready", "1 when the task's model is loaded and warmed", ["task", "version"], registry=r
         )

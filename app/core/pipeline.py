@@ -24,7 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry import trace
 
+from app.core import tracing
 from app.core.conformal import coverage_key
 from app.core.decoding import Decoder
 from app.core.drift import Monitor
@@ -115,7 +117,15 @@ class Pipeline:
         served.batcher.check_capacity(len(images))
         model = served.model
         sets = set_rule(model, options.coverage)
-        pixels = await self._decode(model, images) if images.files is not None else list(images.pixels or [])
+        if tracing.enabled():  # the request's own span (the HTTP shell's server span) names what answered
+            trace.get_current_span().set_attributes(
+                {"model.task": model.metadata.task, "model.version": model.version, "model.runtime": model.runtime}
+            )
+        if images.files is not None:
+            with tracing.tracer().start_as_current_span("decode", attributes={"images": len(images)}):
+                pixels = await self._decode(model, images)
+        else:
+            pixels = list(images.pixels or [])
         _check_deadline(options.deadline)
         outputs = await served.batcher.submit(pixels, deadline=options.deadline)
         self._metrics.images.labels(model.metadata.task).inc(len(pixels))

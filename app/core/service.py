@@ -133,6 +133,7 @@ class ModelService:
             retry_after_s=s.retry_after_s,
             on_batch=observe,
             name=f"{task} v{model.metadata.version}",
+            span_attributes={"model.task": task, "model.version": model.version, "model.runtime": model.runtime},
         )
 
     # ------------------------------------------------------------------------------------ queries

@@ -17,9 +17,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
 
 from app import service_version
-from app.core import memory, runtimes
+from app.core import memory, runtimes, tracing
 from app.core.metrics import Metrics
 from app.core.model import ModelLoader
 from app.core.service import ModelService
@@ -30,16 +32,27 @@ from app.http.errors import SafeJSONResponse, install_error_handlers
 from app.http.middleware import BodySizeLimit, BodyTimeout, CloseWhileDraining, RequestMetrics
 from app.protocols import PROTOCOLS, for_path
 from app.protocols.bodies import JsonParser
+from app.protocols.grpc.server import GrpcServer
 
 log = logging.getLogger(__name__)
 _INLINE_JSON_BYTES = 64 * 1024  # JSON bodies up to this size parse on the event loop (under 1 ms)
 
 
-def create_app(settings: Settings | None = None, *, loader: ModelLoader | None = None) -> FastAPI:
-    """Build the app. `settings` default to the environment; `loader` (tests) replaces SavedModel loading."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    loader: ModelLoader | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """Build the app. `settings` default to the environment; `loader` (tests) replaces SavedModel loading;
+    `tracer_provider` (tests) replaces the one the OTEL_* variables describe."""
     settings = settings or Settings()
     logs.configure(settings)
     metrics = Metrics()
+    # Traces only when OTEL_EXPORTER_OTLP_ENDPOINT (or its traces variant) is set (app.core.tracing).
+    if tracer_provider is None:
+        tracer_provider = tracing.from_environment(on_dropped=lambda n, why: metrics.spans_dropped.labels(why).inc(n))
+    tracing.install(tracer_provider)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,13 +71,21 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
             background.append(
                 asyncio.create_task(memory.trim_periodically(settings.memory_trim_s, lambda: app.state.bodies.admitted))
             )
+        # gRPC beside HTTP, on the same service and batchers (app.protocols.grpc); APP_GRPC_PORT=0: none.
+        grpc_server = GrpcServer(settings, service) if settings.grpc_port else None
         try:
+            if grpc_server is not None:
+                app.state.grpc_port = await grpc_server.start()
             yield
         finally:
             for task in background:
                 task.cancel()
+            if grpc_server is not None:  # its calls in flight finish (within the grace) while the models still run
+                await grpc_server.stop(settings.graceful_timeout_s)
             await service.stop()
             app.state.json_parser.shutdown()
+            if tracer_provider is not None:  # sends what is queued, within OTEL_BSP_EXPORT_TIMEOUT
+                tracer_provider.shutdown()
 
     # FastAPIOffline serves /docs and /redoc with their scripts from the package, not from a CDN.
     app = FastAPIOffline(
@@ -103,6 +124,10 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
+    if tracer_provider is not None:
+        # Outermost of all: one server span per request, continuing the client's W3C `traceparent` (a
+        # malformed one starts a new trace); ASGI's per-message send/receive spans would only be noise.
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider, exclude_spans=["receive", "send"])
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     for protocol in PROTOCOLS:

@@ -1,6 +1,7 @@
 """Log lines: one handler on the root logger, so that the service's, uvicorn's and TensorFlow's Python
 loggers share one format (`APP_LOG_FORMAT`: text, or one JSON object per line), and every line written
-while a request is handled carries its request ID (`request_id`; "-" outside requests).
+while a request is handled carries its request ID (`request_id`; "-" outside requests) and, with tracing on,
+its trace id (`trace_id`; "-" outside traces).
 
 TensorFlow's C++ side (and absl's) writes to file descriptor 2 directly, and some of its start-up lines
 ignore TF_CPP_MIN_LOG_LEVEL. For JSON logs the server (`app.http.server`) routes that descriptor through a
@@ -18,6 +19,7 @@ from typing import IO
 from asgi_correlation_id import CorrelationIdFilter
 from pythonjsonlogger.json import JsonFormatter
 
+from app.core import tracing
 from app.core.settings import Settings
 
 _HANDLER_NAME = "app"
@@ -29,20 +31,30 @@ def configure(settings: Settings) -> None:
     """Install (or replace) the service's handler on the root logger."""
     handler = logging.StreamHandler(_real_stderr or sys.stderr)
     handler.addFilter(CorrelationIdFilter(name="request_id", default_value="-"))
+    handler.addFilter(_trace_id)
     if settings.log_format == "json":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is imported later, in the lifespan
         formatter: logging.Formatter = JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(correlation_id)s %(message)s",
+            "%(asctime)s %(levelname)s %(name)s %(correlation_id)s %(trace_id)s %(message)s",
             rename_fields={"correlation_id": "request_id"},
         )
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(correlation_id)s]: %(message)s")
+        formatter = logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s %(trace_id)s]: %(message)s"
+        )
     handler.setFormatter(formatter)
     handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     # Replace only our own handler (from an earlier create_app), never handlers the host installed.
     root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(settings.log_level.upper())
+
+
+def _trace_id(record: logging.LogRecord) -> bool:
+    """Give every line the trace id of the span it is written in ("-" outside traces or with tracing off),
+    so that a log search and a trace search find each other."""
+    record.trace_id = tracing.trace_id() or "-"
+    return True
 
 
 def capture_native_stderr() -> None:
