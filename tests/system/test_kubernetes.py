@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stress.process import ROOT
 from stress.venvs import ensure
@@ -18,6 +19,7 @@ from stress.venvs import ensure
 KUSTOMIZATIONS = [
     ROOT / "deploy" / "kubernetes" / "base",
     *sorted((ROOT / "deploy" / "kubernetes" / "overlays").iterdir()),
+    ROOT / "deploy",  # the monitored deployment: the prometheus overlay and the Grafana dashboard
 ]
 TOOLS = ["kubernetes-validate==1.37.0", "checkov==3.3.30"]
 CUSTOM_KINDS = {"ServiceMonitor", "ScaledObject", "InferenceService"}
@@ -64,3 +66,13 @@ def test_manifests_validate_and_pass_the_policy_scan(tools: Path, kustomization:
         f"checkov {kustomization.name}: {summary['passed']} passed, {summary['failed']} failed, {summary['skipped']} skipped"
     )
     assert summary["failed"] == 0, scan.stdout[-4000:]
+
+
+def test_the_monitored_deployment_provisions_the_dashboard_grafana_loads(tools: Path) -> None:
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "deploy")], capture_output=True, text=True, check=True
+    )
+    (config_map,) = [d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"  # what Grafana's sidecar watches for
+    dashboard = ROOT / "deploy" / "grafana" / "dashboards" / "image-classifier.json"
+    assert json.loads(config_map["data"]["image-classifier.json"]) == json.loads(dashboard.read_text())
