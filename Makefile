@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps lint audit test test-fast serve bench docker-base lock clean
+.PHONY: install system-deps lint audit test test-fast serve bench docker-base lock clean protos
 
 # Dependencies from the hashed lock file, then the project itself (editable, no dependency resolution).
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -33,11 +33,16 @@ audit: install
 system-deps:
 	bash scripts/system-deps.sh
 
+# The gRPC code (app/protocols/grpc/generated) from the vendored .proto files, with grpcio-tools' protoc.
+protos: install
+	$(PY) scripts/protos.py
+
 lint: install
-	$(VENV)/bin/ruff check app training tests benchmarks stress
-	$(VENV)/bin/ruff format --check app training tests benchmarks stress
-	$(VENV)/bin/mypy app training benchmarks stress
+	$(VENV)/bin/ruff check app training tests benchmarks stress scripts/protos.py
+	$(VENV)/bin/ruff format --check app training tests benchmarks stress scripts/protos.py
+	$(VENV)/bin/mypy app training benchmarks stress scripts/protos.py
 	$(VENV)/bin/lint-imports
+	$(PY) scripts/protos.py --check
 
 test: install system-deps lint audit
 	$(PY) -m pytest

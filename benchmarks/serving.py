@@ -5,9 +5,14 @@ recommends for batching on CPU, each in a virtualenv of its own that this comman
     python -m benchmarks.serving                    # full run (~10 minutes), writes out/benchmark/
     python -m benchmarks.serving --peers kserve ray # only some peers
     python -m benchmarks.serving --quick            # smoke run (CI): short, no peer
+    python -m benchmarks.serving --skip-peers --grpc --repeats 3 --concurrency 1 32
+                                                    # REST and gRPC ModelInfer side by side, alternating
 
 Every server runs as its own process on loopback, one at a time, loaded by `benchmarks.loadgen`
-(closed loop, asyncio + uvloop, raw HTTP/1.1). Results: out/benchmark/results.json and results.md.
+(closed loop, asyncio + uvloop, raw HTTP/1.1). With `--grpc`, each level of the service is also measured
+over gRPC (`benchmarks.grpc_loadgen`: ModelInfer, one encoded image as BYTES per call) on the same process
+and model, the two alternating (`--repeats` times each; the median run of each is reported).
+Results: out/benchmark/results.json and results.md.
 """
 
 from __future__ import annotations
@@ -99,6 +104,18 @@ def _load(
     return dict(json.loads(result.stdout))
 
 
+def _load_grpc(address: str, task: str, photos: list[Path], concurrency: int, duration_s: float) -> dict[str, Any]:
+    command = [PYTHON, "-m", "benchmarks.grpc_loadgen", "--address", address, "--task", task]
+    command += ["--concurrency", str(concurrency), "--duration-s", str(duration_s), "--photos", *map(str, photos)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    return dict(json.loads(result.stdout))
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median throughput (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r["images_per_s"])[(len(runs) - 1) // 2]
+
+
 def _batch_stats(metrics_url: str, task: str) -> tuple[float, float]:
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
     values = {}
@@ -136,6 +153,10 @@ def main() -> None:
         "--peers", nargs="+", choices=["naive", *PEERS], default=["naive", *PEERS], help="peers to measure"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per level, concurrency 1 and 8, no peers")
+    parser.add_argument(
+        "--grpc", action="store_true", help="also measure the service's gRPC ModelInfer, alternating with REST"
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each level (alternating REST and gRPC)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "benchmark")
     args = parser.parse_args()
     if args.quick:
@@ -185,21 +206,49 @@ def main() -> None:
         "APP_LOG_LEVEL": "warning",
     }
     env["APP_MAX_QUEUE_SIZE"] = str(args.queue_size)
+    grpc_port = free_port()
+    env["APP_GRPC_PORT"] = str(grpc_port)
     env.update(item.split("=", 1) for item in args.service_env)  # type: ignore[misc]
     report["service_settings"] = {k: v for k, v in env.items() if k not in ("APP_PORT", "APP_HOST", "APP_MODEL_DIR")}
     base = f"http://127.0.0.1:{port}"
     with _server([PYTHON, "-m", "app"], env, port, "/readyz") as info:
         report["service_start"] = info
-        levels = {}
-        for concurrency in args.concurrency:
+        levels, grpc_levels, runs = {}, {}, {}
+
+        def measure(mode: str, concurrency: int) -> dict[str, Any]:
             before = _batch_stats(f"{base}/metrics", args.task)
-            result = _load(f"{base}/predict/{args.task}", "file", photos, concurrency, args.duration_s)
+            if mode == "grpc":
+                address = f"127.0.0.1:{grpc_port}"
+                result = _load_grpc(address, args.task, photos, concurrency, args.duration_s)
+            else:
+                result = _load(f"{base}/predict/{args.task}", "file", photos, concurrency, args.duration_s)
             after = _batch_stats(f"{base}/metrics", args.task)
             calls = after[1] - before[1]
             result["mean_batch_size"] = round((after[0] - before[0]) / calls, 2) if calls else None
-            levels[str(concurrency)] = result
-            print(f"   c={concurrency}: {result['images_per_s']} img/s, p99 {result['p99_ms']} ms", file=sys.stderr)
+            print(
+                f"   {mode} c={concurrency}: {result['images_per_s']} img/s, p50 {result['p50_ms']} ms, "
+                f"p99 {result['p99_ms']} ms",
+                file=sys.stderr,
+            )
+            return result
+
+        for concurrency in args.concurrency:
+            modes = ["rest", "grpc"] if args.grpc else ["rest"]
+            done: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+            for repeat in range(args.repeats):  # alternate which goes first, so that neither always runs warmer
+                for mode in modes if repeat % 2 == 0 else modes[::-1]:
+                    done[mode].append(measure(mode, concurrency))
+            levels[str(concurrency)] = _median_run(done["rest"])
+            if args.grpc:
+                grpc_levels[str(concurrency)] = _median_run(done["grpc"])
+                runs[str(concurrency)] = {
+                    mode: {k: [r[k] for r in done[mode]] for k in ("images_per_s", "p50_ms", "p99_ms")}
+                    for mode in modes
+                }
         report["service"] = levels
+        if args.grpc:
+            report["service_grpc"] = grpc_levels
+            report["rest_and_grpc_runs"] = runs
 
     peers = [] if args.skip_peers else args.peers
     naive_env = {"BENCH_MODEL_DIR": str(version_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -247,6 +296,13 @@ def _ratios(report: dict[str, Any]) -> dict[str, Any]:
         budget = 1.3 * limit["single_image_ms"] + 5
         ratios["p50_c1_ms"] = service["1"]["p50_ms"]
         ratios["p50_c1_budget_ms (1.3 x single + 5)"] = round(budget, 1)
+    grpc_levels = report.get("service_grpc", {})
+    if "32" in grpc_levels and service["32"]["images_per_s"]:
+        ratios["grpc_c32_vs_rest_c32 (images/s)"] = round(
+            grpc_levels["32"]["images_per_s"] / service["32"]["images_per_s"], 2
+        )
+    if "1" in grpc_levels:
+        ratios["p50_c1_ms rest vs grpc"] = [service["1"]["p50_ms"], grpc_levels["1"]["p50_ms"]]
     if "128" in service:
         ratios["c128_errors_other_than_503"] = service["128"]["errors_other_than_503"]
         ratios["c128_p99_answered_ms"] = service["128"]["p99_ms"]
@@ -267,6 +323,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [("service", c, r) for c, r in report["service"].items()]
+    rows += [("service (gRPC ModelInfer)", c, r) for c, r in report.get("service_grpc", {}).items()]
     for peer in ("naive", *PEERS):
         rows += [(peer, c, r) for c, r in report.get(peer, {}).items() if c != "start"]
     for name, concurrency, r in rows:

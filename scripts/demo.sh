@@ -11,7 +11,7 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 code() { printf '%s -> ' "$1"; shift; curl -s -o "$tmp/body" -w '%{http_code} ' "$@"; cat "$tmp/body"; echo; }
 
 echo "## starting the service (503 while loading, then 200)"
-APP_PORT=8000 APP_LOG_LEVEL=warning $PY -m app &
+APP_PORT=8000 APP_GRPC_PORT=0 APP_LOG_LEVEL=warning $PY -m app &
 until curl -s -o /dev/null localhost:8000/healthz; do sleep 0.05; done
 code "GET /readyz while loading" -i localhost:8000/readyz | head -c 400; echo
 code "POST /predict/flowers while loading" -F file=@"$PHOTO" localhost:8000/predict/flowers
@@ -39,7 +39,7 @@ code "422 bad top_k" -F file=@"$PHOTO" 'localhost:8000/predict/flowers?top_k=0'
 code "422 v2 bad base64" -H 'content-type: application/json' -d '{"inputs":[{"name":"images","shape":[1],"datatype":"BYTES","data":["%%%"]}]}' localhost:8000/v2/models/flowers/infer
 
 echo; echo "## 503 overloaded: a second instance with APP_MAX_QUEUE_SIZE=4, 64 concurrent clients"
-APP_PORT=8001 APP_LOG_LEVEL=warning APP_MAX_QUEUE_SIZE=4 $PY -m app &
+APP_PORT=8001 APP_GRPC_PORT=0 APP_LOG_LEVEL=warning APP_MAX_QUEUE_SIZE=4 $PY -m app &
 until [ "$(curl -s -o /dev/null -w '%{http_code}' localhost:8001/readyz)" = 200 ]; do sleep 0.2; done
 seq 64 | xargs -P 64 -I{} curl -s -o /dev/null -w '%{http_code}\n' -F file=@"$PHOTO" localhost:8001/predict/flowers | sort | uniq -c
 seq 64 | xargs -P 64 -I{} curl -s -D - -o /dev/null -F file=@"$PHOTO" localhost:8001/predict/flowers 2>/dev/null | grep -i -m1 'retry-after'

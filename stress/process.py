@@ -100,7 +100,8 @@ def service(
     port with `env`, wait until `ready_path` answers 200, yield it, then stop it (SIGTERM, then SIGKILL
     after 30 s)."""
     port = port or free_port()
-    env = {"APP_HOST": "127.0.0.1", "APP_PORT": str(port), **(env or {})}
+    # A free gRPC port too: the default (8001) would let only one service run at a time.
+    env = {"APP_HOST": "127.0.0.1", "APP_PORT": str(port), "APP_GRPC_PORT": str(free_port()), **(env or {})}
     command = command or [sys.executable, "-m", "app"]
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115
     started = time.perf_counter()

@@ -5,6 +5,7 @@ its folder, so `pytest -m "unit or api"` is `make test-fast`). The fakes and hel
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import threading
 import time
@@ -22,6 +23,9 @@ from tests.fakes import FakeLoader, export_tiny_model, write_model_dir
 from tests.helpers import wait_ready
 
 LAYERS = ("unit", "api", "system")
+# In-process apps serve no gRPC unless a test gives them a port (tests/api/test_grpc.py picks free ones): the
+# default, 8001, is one port for the whole machine, and tests hold several apps at once.
+os.environ.setdefault("APP_GRPC_PORT", "0")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

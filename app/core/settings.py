@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="gRPC (Open Inference Protocol, TF Serving, health, reflection); 0: off"
+    )
     header_timeout_s: float = Field(10, gt=0, description="time for a request's headers to arrive (408 after)")
     body_timeout_s: float = Field(30, gt=0, description="time a request's body may take to arrive (408 after)")
     keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections close after this")

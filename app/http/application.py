@@ -32,6 +32,7 @@ from app.http.errors import SafeJSONResponse, install_error_handlers
 from app.http.middleware import BodySizeLimit, BodyTimeout, CloseWhileDraining, RequestMetrics
 from app.protocols import PROTOCOLS, for_path
 from app.protocols.bodies import JsonParser
+from app.protocols.grpc.server import GrpcServer
 
 log = logging.getLogger(__name__)
 _INLINE_JSON_BYTES = 64 * 1024  # JSON bodies up to this size parse on the event loop (under 1 ms)
@@ -70,11 +71,17 @@ def create_app(
             background.append(
                 asyncio.create_task(memory.trim_periodically(settings.memory_trim_s, lambda: app.state.bodies.admitted))
             )
+        # gRPC beside HTTP, on the same service and batchers (app.protocols.grpc); APP_GRPC_PORT=0: none.
+        grpc_server = GrpcServer(settings, service) if settings.grpc_port else None
         try:
+            if grpc_server is not None:
+                app.state.grpc_port = await grpc_server.start()
             yield
         finally:
             for task in background:
                 task.cancel()
+            if grpc_server is not None:  # its calls in flight finish (within the grace) while the models still run
+                await grpc_server.stop(settings.graceful_timeout_s)
             await service.stop()
             app.state.json_parser.shutdown()
             if tracer_provider is not None:  # sends what is queued, within OTEL_BSP_EXPORT_TIMEOUT
