@@ -93,14 +93,14 @@ def parse_infer_request(header: bytes, spec: ImageSpec, binary: bytes = b"") -> 
             raise InvalidRequest(
                 f"input {tensor.name!r} declares binary_data_size {size!r}; the body holds {len(binary)} bytes"
             )
-        images = _binary_images(tensor, binary, spec)
+        images = binary_images(tensor, binary, spec)
     elif binary:
         raise InvalidRequest(f"{len(binary)} bytes of binary data follow the header, but no input declares them")
     elif tensor.data is None:
         raise InvalidRequest(f"input {tensor.name!r} has neither data nor binary_data_size")
     else:
         images = _json_images(tensor, spec)
-    coverage = _coverage((body.parameters or {}).get("coverage"))
+    coverage = parse_coverage((body.parameters or {}).get("coverage"))
     # Binary outputs: those asked for one by one, else all when the request-level parameter says so.
     default = (body.parameters or {}).get("binary_data_output", False) is True
     if not body.outputs:
@@ -109,7 +109,7 @@ def parse_infer_request(header: bytes, spec: ImageSpec, binary: bytes = b"") -> 
     return ParsedInfer(body.id, images, [o.name for o in body.outputs], binary_outputs, coverage)
 
 
-def _coverage(value: Any) -> float | None:
+def parse_coverage(value: Any) -> float | None:
     """The `coverage` request parameter: absent, or a number in (0, 1) (whether the model records it is
     the pipeline's to say)."""
     if value is None:
@@ -132,7 +132,7 @@ def _json_images(tensor: V2Tensor, spec: ImageSpec) -> Images:
     raise InvalidRequest(f"input datatype must be BYTES (encoded images) or UINT8 (pixels), got {tensor.datatype}")
 
 
-def _binary_images(tensor: V2Tensor, data: bytes, spec: ImageSpec) -> Images:
+def binary_images(tensor: V2Tensor, data: bytes, spec: ImageSpec) -> Images:
     if tensor.datatype == "UINT8":
         expected = [spec.height, spec.width, spec.channels]
         if len(tensor.shape) != 4 or tensor.shape[1:] != expected or tensor.shape[0] < 1:

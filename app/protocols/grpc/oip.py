@@ -31,7 +31,7 @@ from app.core.tensors import Images
 from app.protocols.grpc.generated import grpc_service_pb2 as pb
 from app.protocols.grpc.generated import grpc_service_pb2_grpc as pb_grpc
 from app.protocols.grpc.status import answers_errors, deadline
-from app.protocols.oip_codec import V2Tensor, _binary_images, _coverage
+from app.protocols.oip_codec import V2Tensor, binary_images, parse_coverage
 
 SERVICE = "inference.GRPCInferenceService"
 PREDICTION_SET = "prediction_set"  # the BOOL output a coverage adds (as on the REST side)
@@ -91,7 +91,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             options = Options(
                 version=version,
                 top_k=_top_k(parameters.get("top_k")),
-                coverage=_coverage(parameters.get("coverage")),
+                coverage=parse_coverage(parameters.get("coverage")),
                 deadline=deadline(context),
             )
             result = await pipeline.run(served, images.named("element"), options)
@@ -142,7 +142,7 @@ def parse_inputs(request: pb.ModelInferRequest, spec: ImageSpec) -> Images:
             raise InvalidRequest(f"raw_input_contents holds {len(request.raw_input_contents)} tensors; 1 input")
         if given:
             raise InvalidRequest(f"input {tensor.name!r} has both contents and raw_input_contents")
-        return _binary_images(
+        return binary_images(
             V2Tensor(name=tensor.name, shape=shape, datatype=tensor.datatype), request.raw_input_contents[0], spec
         )
     expected = _CONTENTS[tensor.datatype]
@@ -159,7 +159,7 @@ def parse_inputs(request: pb.ModelInferRequest, spec: ImageSpec) -> Images:
     values = np.asarray(tensor.contents.uint_contents, dtype=np.int64)
     if values.size and (values.min() < 0 or values.max() > 255):
         raise InvalidRequest("UINT8 values must be in 0..255")
-    return _binary_images(
+    return binary_images(
         V2Tensor(name=tensor.name, shape=shape, datatype="UINT8"), values.astype(np.uint8).tobytes(), spec
     )
 

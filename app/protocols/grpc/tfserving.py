@@ -42,7 +42,7 @@ from app.protocols.grpc.generated.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from app.protocols.grpc.status import answers_errors, deadline
-from app.protocols.oip_codec import V2Tensor, _binary_images
+from app.protocols.oip_codec import V2Tensor, binary_images
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
@@ -203,7 +203,7 @@ def tensor_images(tensor: tensor_pb2.TensorProto, spec: ImageSpec) -> Images:
             if values.size and (values.min() < 0 or values.max() > 255):
                 raise InvalidRequest("DT_UINT8 values must be in 0..255")
             data = values.astype(np.uint8).tobytes()
-        return _binary_images(V2Tensor(name="images", shape=shape, datatype="UINT8"), data, spec)
+        return binary_images(V2Tensor(name="images", shape=shape, datatype="UINT8"), data, spec)
     dtype = types_pb2.DataType.Name(tensor.dtype) if tensor.dtype in types_pb2.DataType.values() else str(tensor.dtype)
     raise InvalidRequest(f"input dtype must be DT_STRING (encoded images) or DT_UINT8 (pixels), got {dtype}")
 
