@@ -33,7 +33,7 @@ def configure(settings: Settings) -> None:
     handler.addFilter(CorrelationIdFilter(name="request_id", default_value="-"))
     handler.addFilter(_trace_id)
     if settings.log_format == "json":
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is imported later, in the lifespan
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # effective only if TensorFlow is not loaded yet
         formatter: logging.Formatter = JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(correlation_id)s %(trace_id)s %(message)s",
             rename_fields={"correlation_id": "request_id"},
@@ -60,10 +60,11 @@ def _trace_id(record: logging.LogRecord) -> bool:
 def capture_native_stderr() -> None:
     """Send what is written to file descriptor 2 (by C++ code, or by Python outside logging) through a
     pipe into the `native` logger, and log lines themselves to the real stderr (never into the pipe
-    they are read from). Call once, before `configure` and before TensorFlow is imported."""
+    they are read from). Call before `configure` and before TensorFlow is imported; later calls do nothing."""
     global _real_stderr
     if _real_stderr is not None:
         return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the JSON default; set before TensorFlow loads
     _real_stderr = os.fdopen(os.dup(2), "w", buffering=1)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)

@@ -137,5 +137,7 @@ def test_the_gpu_profile_does_not_take_the_cpu_services_port() -> None:
     rendered = _run(DOCKER, "compose", "--profile", "gpu", "config", "--format", "json", timeout=60)
     assert rendered.returncode == 0, rendered.stderr
     services = json.loads(rendered.stdout)["services"]
-    published = [p["published"] for name in ("classifier", "classifier-gpu") for p in services[name]["ports"]]
-    assert len(published) == len(set(published)) == 2, published
+    published = {name: [p["published"] for p in services[name]["ports"]] for name in ("classifier", "classifier-gpu")}
+    every = published["classifier"] + published["classifier-gpu"]
+    assert len(published["classifier"]) == len(published["classifier-gpu"]) == 2, published  # HTTP and gRPC each
+    assert len(every) == len(set(every)), published
