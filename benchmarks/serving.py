@@ -94,7 +94,7 @@ def _server(command: list[str], env: dict[str, str], port: int, ready_path: str)
         yield {"start_to_ready_s": live.start_to_ready_s, "rss_mb": live.rss_mb()}
 
 
-def _load(
+def load(
     url: str, field: str, photos: list[Path], concurrency: int, duration_s: float, body: str = "multipart"
 ) -> dict[str, Any]:
     command = [PYTHON, "-m", "benchmarks.loadgen", "--url", url, "--field", field, "--body", body]
@@ -111,7 +111,7 @@ def _load_grpc(address: str, task: str, photos: list[Path], concurrency: int, du
     return dict(json.loads(result.stdout))
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run of median throughput (the lower middle one of an even count)."""
     return sorted(runs, key=lambda r: r["images_per_s"])[(len(runs) - 1) // 2]
 
@@ -221,7 +221,7 @@ def main() -> None:
                 address = f"127.0.0.1:{grpc_port}"
                 result = _load_grpc(address, args.task, photos, concurrency, args.duration_s)
             else:
-                result = _load(f"{base}/predict/{args.task}", "file", photos, concurrency, args.duration_s)
+                result = load(f"{base}/predict/{args.task}", "file", photos, concurrency, args.duration_s)
             after = _batch_stats(f"{base}/metrics", args.task)
             calls = after[1] - before[1]
             result["mean_batch_size"] = round((after[0] - before[0]) / calls, 2) if calls else None
@@ -238,9 +238,9 @@ def main() -> None:
             for repeat in range(args.repeats):  # alternate which goes first, so that neither always runs warmer
                 for mode in modes if repeat % 2 == 0 else modes[::-1]:
                     done[mode].append(measure(mode, concurrency))
-            levels[str(concurrency)] = _median_run(done["rest"])
+            levels[str(concurrency)] = median_run(done["rest"])
             if args.grpc:
-                grpc_levels[str(concurrency)] = _median_run(done["grpc"])
+                grpc_levels[str(concurrency)] = median_run(done["grpc"])
                 runs[str(concurrency)] = {
                     mode: {k: [r[k] for r in done[mode]] for k in ("images_per_s", "p50_ms", "p99_ms")}
                     for mode in modes
@@ -259,7 +259,7 @@ def main() -> None:
         with _server(command, naive_env, port, "/docs") as info:
             report["naive"] = {"start": info}
             for concurrency in (1, 32):
-                report["naive"][str(concurrency)] = _load(
+                report["naive"][str(concurrency)] = load(
                     f"http://127.0.0.1:{port}/predict/flowers", "file", photos, concurrency, args.duration_s
                 )
     for name in (p for p in peers if p in PEERS):
@@ -272,7 +272,7 @@ def main() -> None:
             report[name] = {"start": info}
             for concurrency in (1, 32):
                 url = f"http://127.0.0.1:{port}{peer.path}"
-                report[name][str(concurrency)] = _load(url, peer.field, photos, concurrency, args.duration_s, peer.body)
+                report[name][str(concurrency)] = load(url, peer.field, photos, concurrency, args.duration_s, peer.body)
 
     report["ratios"] = _ratios(report)
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -56,6 +56,15 @@ def rss_mb(pid: int) -> float:
     return round(sum(_status_kb(p, "VmRSS") for p in _family(pid)) / 1024, 1)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) used so far by `pid` and its direct children, from /proc."""
+    total = 0
+    for each in _family(pid):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Live:
     """A running server: its base URL and process."""
@@ -70,6 +79,9 @@ class Live:
 
     def rss_mb(self) -> float:
         return rss_mb(self.pid)
+
+    def cpu_s(self) -> float:
+        return cpu_s(self.pid)
 
     def reset_peak(self) -> None:
         """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM)."""

@@ -2,9 +2,9 @@
 answers span queries. A request sent with a `traceparent` is found there by its trace id, with the spans
 and attributes the service promises, and the service's log line for it carries the same id.
 
-Jaeger and the OpenTelemetry Collector are Go programs that cannot be built here (no Go module source is
-reachable); Phoenix is a Python package. Phoenix drops span links on ingest, so the links between a
-request's spans and its batch span are checked in tests/unit/test_tracing.py and tests/api/test_tracing.py.
+Why Phoenix and not Jaeger or the Collector: `stress.receivers`. Phoenix drops span links on ingest, so the
+links between a request's spans and its batch span are checked in tests/unit/test_tracing.py and
+tests/api/test_tracing.py.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from stress.process import free_port, service
-from stress.venvs import ensure
+from stress import receivers
+from stress.process import service
 from tests.helpers import image_bytes
 
-PHOENIX = ["arize-phoenix==20.26.1"]
 PROJECT = "image-classifier-tests"
 pytestmark = pytest.mark.e2e
 
@@ -50,23 +49,9 @@ def _spans(base: str, trace_id: str, expect: int, timeout_s: float = 30) -> list
 
 
 def test_a_requests_trace_arrives_at_a_real_receiver_with_its_spans(real_model_dir: Path, tmp_path: Path) -> None:
-    python = ensure("phoenix", PHOENIX)
-    port = free_port()
-    phoenix_env = {
-        "PHOENIX_WORKING_DIR": str(tmp_path / "phoenix"),
-        "PHOENIX_HOST": "127.0.0.1",
-        "PHOENIX_PORT": str(port),
-        "PHOENIX_GRPC_PORT": str(free_port()),
-        "PHOENIX_SQL_DATABASE_URL": "sqlite:///:memory:",
-        "PHOENIX_TELEMETRY_ENABLED": "false",
-        "PHOENIX_ALLOW_EXTERNAL_RESOURCES": "false",
-        "PHOENIX_LOG_MIGRATIONS": "false",
-        "PHOENIX_LOGGING_LEVEL": "warning",
-    }
-    receiver = [str(python.parent / "phoenix"), "serve"]
     trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
     log_path = tmp_path / "service.log"
-    with service(phoenix_env, command=receiver, port=port, ready_path="/healthz", timeout_s=120) as phoenix:
+    with receivers.phoenix(tmp_path / "phoenix") as phoenix:
         env = {
             "APP_MODEL_DIR": str(real_model_dir),
             "APP_LOG_FORMAT": "json",
