@@ -28,6 +28,20 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # gRPC calls, under the names of go-grpc-prometheus (what gRPC dashboards and alerts expect).
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "gRPC calls completed, by service, method and status code",
+            ["grpc_service", "grpc_method", "grpc_code"],
+            registry=r,
+        )
+        self.grpc_latency = Histogram(
+            "grpc_server_handling_seconds",
+            "gRPC call latency by service and method",
+            ["grpc_service", "grpc_method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.images = Counter("images_classified", "Images classified by task", ["task"], registry=r)
         self.batch_size = Histogram("batch_size", "Images per model call", ["task"], buckets=_BATCH_BUCKETS, registry=r)
         self.queue_wait = Histogram(

@@ -14,7 +14,9 @@ in flight finish within the grace period and cancels the rest.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +25,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from app.core.metrics import Metrics
 from app.core.service import ModelService
 from app.core.settings import Settings
 from app.protocols.grpc import oip, tfserving
@@ -82,6 +85,49 @@ class RefuseWhileDraining(aio.ServerInterceptor):
         await context.abort(grpc.StatusCode.UNAVAILABLE, "draining: the server is shutting down; retry elsewhere")
 
 
+class CallMetrics(aio.ServerInterceptor):
+    """Every unary call counted by service, method and status code (`grpc_server_handled_total`) and timed
+    (`grpc_server_handling_seconds`), refusals while draining included. Streams (health's Watch,
+    reflection) are not: they last as long as the client likes."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:  # unknown methods: gRPC answers UNIMPLEMENTED itself
+            return handler
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        service, _, name = method.lstrip("/").rpartition("/")
+        behavior, metrics = handler.unary_unary, self._metrics
+
+        async def observed(request: Any, context: aio.ServicerContext) -> Any:
+            started, code = time.perf_counter(), grpc.StatusCode.OK
+            try:
+                return await behavior(request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:  # an abort sets the code; anything else reaches the client as UNKNOWN
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                raise
+            finally:
+                if code is grpc.StatusCode.OK:  # returned normally, possibly with a code set
+                    code = context.code() or grpc.StatusCode.OK  # type: ignore[assignment]
+                metrics.grpc_handled.labels(service, name, code.name).inc()
+                metrics.grpc_latency.labels(service, name).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
 def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -95,7 +141,10 @@ class GrpcServer:
         self.health = Health(service, SERVICES)
         limit = settings.max_upload_bytes
         self.server = aio.server(
-            interceptors=[RefuseWhileDraining(lambda: service.draining, settings.retry_after_s)],
+            interceptors=[
+                CallMetrics(service.metrics),
+                RefuseWhileDraining(lambda: service.draining, settings.retry_after_s),
+            ],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
