@@ -44,8 +44,9 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(PY) scripts/protos.py --check
 
+# The slowest tests are listed at the end: CI has a 30-minute budget.
 test: install system-deps lint audit
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 # Unit and API tests only: no server process, no training, no Docker or browser (tests/unit, tests/api).
 test-fast: install
