@@ -29,7 +29,6 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.core.settings import Settings
-from app.http import logs
 from app.http.application import create_app
 
 log = logging.getLogger(__name__)
@@ -140,9 +139,9 @@ class DrainingServer(uvicorn.Server):
 
 
 def build(settings: Settings) -> DrainingServer:
-    """The server for `settings`, with its app (models load in the app's lifespan, when it runs)."""
-    if settings.log_format == "json":
-        logs.capture_native_stderr()
+    """The server for `settings`, with its app (models load in the app's lifespan, when it runs). With JSON
+    logs, the caller routes fd 2 into them first (`app.http.logs.capture_native_stderr`, as `python -m app`
+    does before importing this module, which loads TensorFlow)."""
     app = create_app(settings)
     config = uvicorn.Config(
         app,
