@@ -4,7 +4,7 @@ while a request is handled carries its request ID (`request_id`; "-" outside req
 its trace id (`trace_id`; "-" outside traces).
 
 TensorFlow's C++ side (and absl's) writes to file descriptor 2 directly, and some of its start-up lines
-ignore TF_CPP_MIN_LOG_LEVEL. For JSON logs the server (`app.http.server`) routes that descriptor through a
+ignore TF_CPP_MIN_LOG_LEVEL. For JSON logs `python -m app` (`app.__main__`) routes that descriptor through a
 pipe and turns each of its lines into a JSON record of the logger `native` (`capture_native_stderr`).
 """
 
