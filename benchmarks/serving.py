@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import urllib.request
@@ -28,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.core import repository
 from benchmarks import machine
@@ -116,13 +117,27 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return sorted(runs, key=lambda r: r["images_per_s"])[(len(runs) - 1) // 2]
 
 
-def _batch_stats(metrics_url: str, task: str) -> tuple[float, float]:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    values = {}
-    for name in ("batch_size_sum", "batch_size_count"):
-        match = re.search(rf'^{name}{{task="{task}"}} ([0-9.e+]+)$', text, re.MULTILINE)
-        values[name] = float(match.group(1)) if match else 0.0
-    return values["batch_size_sum"], values["batch_size_count"]
+def _batch_stats(base: str, task: str) -> tuple[float, float]:
+    return metric_sum(base, "batch_size_sum", task=task), metric_sum(base, "batch_size_count", task=task)
+
+
+def metric_sum(base: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` on `base`/metrics whose labels include `labels` (0 if none)."""
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def sample_photos(photos_dir: Path, count: int) -> list[Path]:
+    """`count` photos spread evenly over the sorted photos under `photos_dir` (exits if there are none)."""
+    photos = sorted(p for p in photos_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not photos:
+        sys.exit(f"no photos under {photos_dir}")
+    return photos[:: max(1, len(photos) // count)][:count]
 
 
 def _version(python: Path | str, package: str) -> str:
@@ -164,10 +179,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (ROOT / "out" / "benchmark").mkdir(parents=True, exist_ok=True)
 
-    photos = sorted(p for p in args.photos_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if not photos:
-        sys.exit(f"no photos under {args.photos_dir}")
-    photos = photos[:: max(1, len(photos) // args.photos)][: args.photos]
+    photos = sample_photos(args.photos_dir, args.photos)
     version_dir = repository.discover(args.model_dir)[args.task]  # the version the service serves
     report: dict[str, Any] = {
         "machine": machine.describe(),
@@ -216,13 +228,13 @@ def main() -> None:
         levels, grpc_levels, runs = {}, {}, {}
 
         def measure(mode: str, concurrency: int) -> dict[str, Any]:
-            before = _batch_stats(f"{base}/metrics", args.task)
+            before = _batch_stats(base, args.task)
             if mode == "grpc":
                 address = f"127.0.0.1:{grpc_port}"
                 result = _load_grpc(address, args.task, photos, concurrency, args.duration_s)
             else:
                 result = load(f"{base}/predict/{args.task}", "file", photos, concurrency, args.duration_s)
-            after = _batch_stats(f"{base}/metrics", args.task)
+            after = _batch_stats(base, args.task)
             calls = after[1] - before[1]
             result["mean_batch_size"] = round((after[0] - before[0]) / calls, 2) if calls else None
             print(

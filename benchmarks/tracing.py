@@ -28,32 +28,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import statistics
 import sys
 import tempfile
 import time
 import timeit
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from app.core import tracing
 from benchmarks import machine
-from benchmarks.serving import load, median_run
+from benchmarks.serving import load, median_run, metric_sum, sample_photos
 from stress import receivers
 from stress.process import Live, service
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "benchmark"
 _PER_RUN = ("instance", "images_per_s", "p50_ms", "p99_ms", "service_cpu_ms_per_image", "receiver_cpu_ms_per_image")
-
-
-def _counter(url: str, name: str) -> float:
-    """The sum of a Prometheus counter's series on the service's /metrics."""
-    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-    return sum(float(v) for v in re.findall(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+]+)$", text, re.MULTILINE))
 
 
 def _settle(receiver: Live, timeout_s: float = 300) -> None:
@@ -115,10 +107,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "benchmark")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    photos = sorted(p for p in args.photos_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if not photos:
-        sys.exit(f"no photos under {args.photos_dir}")
-    photos = photos[:: max(1, len(photos) // args.photos)][: args.photos]
+    photos = sample_photos(args.photos_dir, args.photos)
     common = {"APP_MODEL_DIR": str(args.model_dir.resolve()), "APP_LOG_LEVEL": "warning", "APP_GRPC_PORT": "0"}
 
     with ExitStack() as stack:
@@ -153,10 +142,10 @@ def main() -> None:
                 for name, i in servers[repeat % len(servers) :] + servers[: repeat % len(servers)]:
                     server = live[name, i]
                     url = server.url
-                    cpu, classified = (server.cpu_s(), receiver.cpu_s()), _counter(url, "images_classified_total")
+                    cpu, classified = (server.cpu_s(), receiver.cpu_s()), metric_sum(url, "images_classified_total")
                     result = load(f"{url}/predict/{args.task}", "file", photos, concurrency, args.duration_s)
                     # Per image classified over the whole run, warm-up included: the CPU clock cannot tell them apart.
-                    images = max(1.0, _counter(url, "images_classified_total") - classified)
+                    images = max(1.0, metric_sum(url, "images_classified_total") - classified)
                     result["service_cpu_ms_per_image"] = round((server.cpu_s() - cpu[0]) * 1000 / images, 2)
                     result["instance"] = i + 1
                     result["receiver_cpu_ms_per_image"] = round((receiver.cpu_s() - cpu[1]) * 1000 / images, 2)
@@ -170,7 +159,7 @@ def main() -> None:
                     )
             runs[str(concurrency)] = done
         on_servers = [server for (name, _), server in live.items() if name in ("on", "sampled")]
-        dropped = sum(_counter(s.url, "trace_spans_dropped_total") for s in on_servers) if on_servers else None
+        dropped = sum(metric_sum(s.url, "trace_spans_dropped_total") for s in on_servers) if on_servers else None
 
     report: dict[str, Any] = {
         "machine": machine.describe(),
