@@ -35,3 +35,9 @@ async def started(app: FastAPI) -> Any:
     await context.__aenter__()
     await asyncio.wait_for(app.state.service.loaded.wait(), 10)
     return context
+
+
+def metric(metrics: Any, name: str, **labels: str) -> float:
+    """The value of the sample `name` with exactly `labels` in `metrics` (an `app.core.metrics.Metrics`), 0
+    if it has none yet."""
+    return float(metrics.registry.get_sample_value(name, labels) or 0.0)

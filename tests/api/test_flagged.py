@@ -25,7 +25,7 @@ from app.core.flagged import FlaggedStore
 from app.core.metrics import Metrics
 from app.core.predictions import LabelConfidence, Prediction
 from app.core.settings import Settings
-from tests.helpers import image_bytes
+from tests.helpers import image_bytes, metric
 
 RED = image_bytes((255, 0, 0))
 GREEN = image_bytes((0, 255, 0))
@@ -77,10 +77,6 @@ def noise(seed: int, size: int = 100) -> bytes:
 
 def flagged_prediction(name: str = "upload.png") -> Prediction:
     return Prediction(name, "dark", 0.5, [LabelConfidence("dark", 0.5), LabelConfidence("light", 0.5)], True, 1.0)
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture
@@ -220,8 +216,8 @@ def test_the_cap_deletes_the_least_recently_flagged_first(stores, tmp_path: Path
 
     # Counted once both files are gone; the gauge is set when the pruning ends.
     metrics = store._metrics
-    eventually(lambda: sample(metrics, "flagged_uploads_evicted_total") == 1)
-    eventually(lambda: sample(metrics, "flagged_store_bytes") == on_disk())
+    eventually(lambda: metric(metrics, "flagged_uploads_evicted_total") == 1)
+    eventually(lambda: metric(metrics, "flagged_store_bytes") == on_disk())
     assert files_in(folder) == sorted(f"{sha(d)}.{ext}" for d in (a, c) for ext in ("png", "json"))
     assert on_disk() <= store.max_bytes
 
@@ -241,7 +237,7 @@ def test_a_new_store_indexes_what_is_on_disk_oldest_first(stores, tmp_path: Path
     mine = folder / "notes.txt"  # not a name the store writes: never deleted
     mine.write_text("keep me")
     second = stores(tmp_path, max_bytes=int(2.5 * len(a)))
-    eventually(lambda: sample(second._metrics, "flagged_uploads_evicted_total") == 1)  # the scan's last step
+    eventually(lambda: metric(second._metrics, "flagged_uploads_evicted_total") == 1)  # the scan's last step
     assert files_in(folder) == sorted([mine.name] + [f"{sha(d)}.{ext}" for d in (a, c) for ext in ("png", "json")])
 
 
@@ -262,9 +258,9 @@ def test_a_full_queue_drops_instead_of_blocking(stores, tmp_path: Path, monkeypa
     started = time.monotonic()
     assert store.offer("shades", 1, GRAY, flagged_prediction()) is False  # full: dropped at once
     assert time.monotonic() - started < 0.1
-    assert sample(store._metrics, "flagged_uploads_dropped_total", reason="queue_full") == 1
+    assert metric(store._metrics, "flagged_uploads_dropped_total", reason="queue_full") == 1
     release.set()
-    eventually(lambda: sample(store._metrics, "flagged_uploads_saved_total", task="shades") == 2)
+    eventually(lambda: metric(store._metrics, "flagged_uploads_saved_total", task="shades") == 2)
     assert not (tmp_path / "shades" / f"{sha(GRAY)}.png").exists()
 
 
@@ -277,8 +273,8 @@ def test_the_queue_is_bounded_by_bytes_too(stores, tmp_path: Path, monkeypatch) 
     assert store.offer("shades", 1, GREEN, flagged_prediction())
     assert store.offer("shades", 1, GRAY, flagged_prediction()) is False  # the bytes in memory, not the count
     assert store.offer("shades", 1, noise(1), flagged_prediction()) is False  # larger than the whole budget
-    assert sample(store._metrics, "flagged_uploads_dropped_total", reason="queue_full") == 1
-    assert sample(store._metrics, "flagged_uploads_dropped_total", reason="too_large") == 1
+    assert metric(store._metrics, "flagged_uploads_dropped_total", reason="queue_full") == 1
+    assert metric(store._metrics, "flagged_uploads_dropped_total", reason="too_large") == 1
     release.set()
     eventually(lambda: store._pending_bytes == 0)  # given back once written
     assert store.offer("shades", 1, GRAY, flagged_prediction())
@@ -291,8 +287,8 @@ def test_disk_errors_are_counted_and_logged_once_per_kind(stores, tmp_path: Path
     with caplog.at_level(logging.WARNING, logger="app.core.flagged"):
         for data in (RED, GREEN, GRAY):
             assert store.offer("shades", 1, data, flagged_prediction())
-        eventually(lambda: sample(store._metrics, "flagged_store_errors_total", kind="ENOTDIR") == 3)
-    assert sample(store._metrics, "flagged_uploads_dropped_total", reason="write_error") == 3
+        eventually(lambda: metric(store._metrics, "flagged_store_errors_total", kind="ENOTDIR") == 3)
+    assert metric(store._metrics, "flagged_uploads_dropped_total", reason="write_error") == 3
     warnings = [r for r in caplog.records if r.name == "app.core.flagged" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "ENOTDIR" in warnings[0].getMessage()
 
@@ -312,5 +308,5 @@ def test_a_closed_store_drops_offers(stores, tmp_path: Path) -> None:
     store = stores(tmp_path)
     store.close()
     assert store.offer("shades", 1, RED, flagged_prediction()) is False
-    assert sample(store._metrics, "flagged_uploads_dropped_total", reason="shutdown") == 1
+    assert metric(store._metrics, "flagged_uploads_dropped_total", reason="shutdown") == 1
     assert not store._thread.is_alive()

@@ -35,7 +35,7 @@ from app.protocols.grpc.generated.tensorflow_serving.apis import (
 from stress.process import free_port
 from tests.api.test_prediction_sets import CONFORMAL
 from tests.fakes import FakeLoader, write_model_dir
-from tests.helpers import image_bytes
+from tests.helpers import image_bytes, metric
 
 WHITE, GRAY = image_bytes((255, 255, 255)), image_bytes((128, 128, 128))
 
@@ -369,14 +369,6 @@ def test_while_draining_calls_are_unavailable_and_health_not_serving(rpc: Grpc) 
     assert rpc.oip.ModelReady(pb.ModelReadyRequest(name="shades")).ready is False
 
 
-def _metric(client: TestClient, name: str, **labels: str) -> float:
-    """The value of the sample of `name` whose labels include `labels` on /metrics (0 if absent)."""
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_calls_are_counted_by_method_and_status_code_and_timed(rpc: Grpc) -> None:
     oip = {"grpc_service": "inference.GRPCInferenceService", "grpc_method": "ModelInfer"}
     rpc.oip.ModelInfer(infer_request(WHITE))
@@ -388,15 +380,15 @@ def test_calls_are_counted_by_method_and_status_code_and_timed(rpc: Grpc) -> Non
     assert code_of(lambda: rpc.oip.ModelInfer(missing))[0] == grpc.StatusCode.NOT_FOUND
     rpc.predict.Predict(_predict_request(_strings(WHITE)))
     handled = "grpc_server_handled_total"
-    assert _metric(rpc.client, handled, **oip, grpc_code="OK") == 2
-    assert _metric(rpc.client, handled, **oip, grpc_code="INVALID_ARGUMENT") == 1
-    assert _metric(rpc.client, handled, **oip, grpc_code="NOT_FOUND") == 1
+    assert metric(rpc.app.state.metrics, handled, **oip, grpc_code="OK") == 2
+    assert metric(rpc.app.state.metrics, handled, **oip, grpc_code="INVALID_ARGUMENT") == 1
+    assert metric(rpc.app.state.metrics, handled, **oip, grpc_code="NOT_FOUND") == 1
     predict = {"grpc_service": "tensorflow.serving.PredictionService", "grpc_method": "Predict"}
-    assert _metric(rpc.client, handled, **predict, grpc_code="OK") == 1
-    assert _metric(rpc.client, "grpc_server_handling_seconds_count", **oip) == 4
+    assert metric(rpc.app.state.metrics, handled, **predict, grpc_code="OK") == 1
+    assert metric(rpc.app.state.metrics, "grpc_server_handling_seconds_count", **oip) == 4
     rpc.app.state.draining = True  # refusals while draining are counted too
     assert code_of(lambda: rpc.oip.ModelInfer(infer_request(WHITE)))[0] == grpc.StatusCode.UNAVAILABLE
-    assert _metric(rpc.client, handled, **oip, grpc_code="UNAVAILABLE") == 1
+    assert metric(rpc.app.state.metrics, handled, **oip, grpc_code="UNAVAILABLE") == 1
 
 
 def test_health_overall_per_service_and_per_model(make_grpc: Callable[..., Grpc]) -> None:
