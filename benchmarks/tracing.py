@@ -12,9 +12,9 @@ rotates from round to round, so that none always runs first or warmest. Two proc
 differed here by a percent or two, run after run, so a variant's figures pool the runs of all its processes.
 gRPC is off in every variant (`APP_GRPC_PORT=0`; the baseline predates it): the only difference is tracing.
 
-The receiver is Arize Phoenix (`stress.receivers`) on the same machine. Its ingestion shares the cores with
-the service, so the traced throughput includes the cost of a collector beside the service (an upper bound
-for one elsewhere); the service's own CPU time per image is measured apart from the receiver's (from /proc),
+The receiver is Arize Phoenix (`stress.receivers`), started only when a variant traces, on the same machine.
+Its ingestion shares the cores with the service, so the traced throughput includes the cost of a collector
+beside the service (an upper bound for one elsewhere); the service's own CPU time per image is measured apart from the receiver's (from /proc),
 and each run starts once the receiver has ingested the previous run's spans. Runs vary by several percent
 from round to round, more than tracing off could cost, so it also times in process what the request path
 runs for tracing while it is off (`off_path_us`), against the service's CPU time per image.
@@ -46,6 +46,10 @@ from stress.process import Live, service
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "benchmark"
 _PER_RUN = ("instance", "images_per_s", "p50_ms", "p99_ms", "service_cpu_ms_per_image", "receiver_cpu_ms_per_image")
+
+
+def _cpu_s(receiver: Live | None) -> float:
+    return receiver.cpu_s() if receiver is not None else 0.0
 
 
 def _settle(receiver: Live, timeout_s: float = 300) -> None:
@@ -112,10 +116,12 @@ def main() -> None:
 
     with ExitStack() as stack:
         working = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        print("starting the receiver and the services", file=sys.stderr)
-        receiver = stack.enter_context(receivers.phoenix(working / "phoenix", log_path=args.out / "phoenix.log"))
+        print("starting the services (and the receiver, if a variant traces)", file=sys.stderr)
+        receiver: Live | None = None
+        if {"on", "sampled"} & set(args.variants):
+            receiver = stack.enter_context(receivers.phoenix(working / "phoenix", log_path=args.out / "phoenix.log"))
         on = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url if receiver else "",
             "OTEL_RESOURCE_ATTRIBUTES": f"openinference.project.name={PROJECT}",
         }
         # "sampled": one trace in ten, kept or dropped as the caller's traceparent says (OpenTelemetry's variables).
@@ -142,15 +148,16 @@ def main() -> None:
                 for name, i in servers[repeat % len(servers) :] + servers[: repeat % len(servers)]:
                     server = live[name, i]
                     url = server.url
-                    cpu, classified = (server.cpu_s(), receiver.cpu_s()), metric_sum(url, "images_classified_total")
+                    cpu, classified = (server.cpu_s(), _cpu_s(receiver)), metric_sum(url, "images_classified_total")
                     result = load(f"{url}/predict/{args.task}", "file", photos, concurrency, args.duration_s)
                     # Per image classified over the whole run, warm-up included: the CPU clock cannot tell them apart.
                     images = max(1.0, metric_sum(url, "images_classified_total") - classified)
                     result["service_cpu_ms_per_image"] = round((server.cpu_s() - cpu[0]) * 1000 / images, 2)
                     result["instance"] = i + 1
-                    result["receiver_cpu_ms_per_image"] = round((receiver.cpu_s() - cpu[1]) * 1000 / images, 2)
+                    result["receiver_cpu_ms_per_image"] = round((_cpu_s(receiver) - cpu[1]) * 1000 / images, 2)
                     done[name].append(result)
-                    _settle(receiver)
+                    if receiver is not None:
+                        _settle(receiver)
                     print(
                         f"   {name}#{i + 1} c={concurrency}: {result['images_per_s']} img/s, p50 {result['p50_ms']} ms, "
                         f"p99 {result['p99_ms']} ms, CPU ms/image: service {result['service_cpu_ms_per_image']}, "
