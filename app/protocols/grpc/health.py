@@ -4,14 +4,16 @@ balancers read.
 Service names: "" (the server as a whole) and each served gRPC service are SERVING once the models are
 loaded (readiness, as `GET /readyz`) and NOT_SERVING while loading or draining; each task by its name
 ("flowers") is SERVING while a version of it serves and the server does not drain. An unknown name is
-NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch), as the health protocol says. Watch streams every change.
+NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch), as the health protocol says. Check, and the first answer of
+Watch, read the service as it is at the call; Watch then streams each change within `_POLL_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
@@ -23,12 +25,29 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _POLL_S = 0.25  # how soon a change (a model ready, a drain begun) shows; a probe every few seconds reads it
 
 
+class _CurrentHealthServicer(HealthServicer):  # type: ignore[misc]
+    """grpc-health's servicer, with its statuses refreshed before each Check and Watch begins: a probe right
+    after the models load must not read the status of the last poll."""
+
+    def __init__(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        super().__init__()
+        self._refresh = refresh
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> Any:
+        await self._refresh()
+        return await super().Check(request, context)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        await self._refresh()
+        await super().Watch(request, context)
+
+
 class Health:
     """The health servicer and the task that keeps its statuses in step with `service`."""
 
     def __init__(self, service: ModelService, services: Iterable[str]) -> None:
         self.service = service
-        self.servicer = HealthServicer()
+        self.servicer = _CurrentHealthServicer(self.update)
         self._services = ["", *services]
         self._tasks: set[str] = set()
         self._watching: asyncio.Task[None] | None = None
