@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -41,3 +42,14 @@ def metric(metrics: Any, name: str, **labels: str) -> float:
     """The value of the sample `name` with exactly `labels` in `metrics` (an `app.core.metrics.Metrics`), 0
     if it has none yet."""
     return float(metrics.registry.get_sample_value(name, labels) or 0.0)
+
+
+def eventually(check: Callable[[], Any], timeout_s: float = 5) -> Any:
+    """Poll `check` until it returns something truthy (and return it); fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.01)
+    raise AssertionError(f"not true within {timeout_s} s: {check}")

@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,11 @@ from app.core.flagged import FlaggedStore
 from app.core.metrics import Metrics
 from app.core.predictions import LabelConfidence, Prediction
 from app.core.settings import Settings
-from tests.helpers import image_bytes, metric
+from tests.helpers import eventually, image_bytes, metric
 
 RED = image_bytes((255, 0, 0))
 GREEN = image_bytes((0, 255, 0))
 GRAY = image_bytes((90, 90, 90))  # the fake model: "dark" with confidence 1 - 90/255 = 0.647, in distribution
-
-
-def eventually(check: Callable[[], Any], timeout_s: float = 5) -> Any:
-    """Poll `check` until it returns something truthy (and return it); fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"not true within {timeout_s} s: {check}")
 
 
 def sha(data: bytes) -> str:
