@@ -16,7 +16,6 @@ import re
 from functools import partial
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel
 
@@ -26,11 +25,17 @@ from app.core.model import LoadedModel, TensorInfo
 from app.core.pipeline import Options
 from app.protocols.base import PredictRoute, RestProtocol
 from app.protocols.bodies import read_body
-from app.protocols.oip_codec import HEADER_LENGTH, InferRequest, V2InferResponse, infer_response, parse_infer_request
+from app.protocols.oip_codec import (
+    HEADER_LENGTH,
+    InferRequest,
+    V2InferResponse,
+    infer_response,
+    output_arrays,
+    parse_infer_request,
+)
 from app.protocols.rest import JsonParserDep, ServiceDep, V2Error, error_responses, get_and_head
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
-PREDICTION_SET = "prediction_set"  # the BOOL output a `coverage` parameter adds
 ERRORS = error_responses(V2Error)
 MODEL_ERRORS = error_responses(V2Error, 404, 503)
 # The request body is read and parsed by the route itself (off the event loop when large), so its schema is
@@ -160,14 +165,7 @@ async def _infer(
         parsed = await parser(header, partial(parse_infer_request, spec=spec, binary=binary))
         options = Options(version=version, coverage=parsed.coverage)
         result = await pipeline.run(served, parsed.images.named("element"), options)
-    tensors = result.model.output_tensors()
-    outputs = {tensors[name].name: values for name, values in result.stacked().items()}
-    if parsed.coverage is not None and result.model.conformal is not None:
-        labels = result.model.metadata.labels
-        outputs[PREDICTION_SET] = np.array(
-            [[label in (p.prediction_set or []) for label in labels] for p in result.predictions], dtype=bool
-        )
-    return infer_response(task, result.model.version, parsed.id, outputs, parsed)
+    return infer_response(task, result.model.version, parsed.id, output_arrays(result, parsed.coverage), parsed)
 
 
 def _split(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:

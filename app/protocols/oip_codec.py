@@ -25,11 +25,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.core.errors import InvalidRequest
 from app.core.imaging import ImageSpec
+from app.core.pipeline import Result
 from app.core.tensors import Images, b64_file, uint8_pixels, validation_message
 
 HEADER_LENGTH = "inference-header-content-length"
 ALL = "*"  # in `ParsedInfer.binary`: every output as binary data
 _FLT_MAX = float(np.finfo(np.float32).max)
+PREDICTION_SET = "prediction_set"  # the BOOL output a `coverage` parameter adds
 
 
 class RequestedOutput(BaseModel):
@@ -158,6 +160,26 @@ def binary_images(tensor: V2Tensor, data: bytes, spec: ImageSpec) -> Images:
     raise InvalidRequest(f"input datatype must be BYTES (encoded images) or UINT8 (pixels), got {tensor.datatype}")
 
 
+def output_arrays(result: Result, coverage: float | None) -> dict[str, np.ndarray]:
+    """A result's v2 outputs by tensor name: each of the model's outputs stacked over the images, and, when a
+    coverage was asked of a model that records sets, `prediction_set` BOOL [n, classes]."""
+    model = result.model
+    tensors = model.output_tensors()
+    outputs = {tensors[name].name: values for name, values in result.stacked().items()}
+    if coverage is not None and model.conformal is not None:
+        labels = model.metadata.labels
+        outputs[PREDICTION_SET] = np.array(
+            [[label in (p.prediction_set or []) for label in labels] for p in result.predictions], dtype=bool
+        )
+    return outputs
+
+
+def finite_fp32(values: np.ndarray) -> np.ndarray:
+    """Scores as little-endian float32, a non-finite one as the largest float32 (flagged): JSON has no NaN or
+    infinity, and gRPC sends what REST sends."""
+    return np.nan_to_num(values, nan=_FLT_MAX, posinf=_FLT_MAX, neginf=-_FLT_MAX).astype("<f4")
+
+
 def infer_response(
     model_name: str, version: int, request_id: str | None, outputs: dict[str, np.ndarray], parsed: ParsedInfer
 ) -> Response:
@@ -172,9 +194,8 @@ def infer_response(
     for name in names:
         if outputs[name].dtype == np.bool_:
             values, datatype = outputs[name], "BOOL"
-        else:  # JSON has no NaN or infinity: a non-finite score is sent as the largest float32 (flagged).
-            values = np.nan_to_num(outputs[name], nan=_FLT_MAX, posinf=_FLT_MAX, neginf=-_FLT_MAX).astype("<f4")
-            datatype = "FP32"
+        else:
+            values, datatype = finite_fp32(outputs[name]), "FP32"
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(values.shape)}
         if name in parsed.binary or ALL in parsed.binary:
             blob = values.tobytes()

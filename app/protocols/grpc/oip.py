@@ -31,12 +31,10 @@ from app.core.tensors import Images
 from app.protocols.grpc.generated import grpc_service_pb2 as pb
 from app.protocols.grpc.generated import grpc_service_pb2_grpc as pb_grpc
 from app.protocols.grpc.status import answers_errors, deadline
-from app.protocols.oip_codec import V2Tensor, binary_images, parse_coverage
+from app.protocols.oip_codec import V2Tensor, binary_images, finite_fp32, output_arrays, parse_coverage
 
 SERVICE = "inference.GRPCInferenceService"
-PREDICTION_SET = "prediction_set"  # the BOOL output a coverage adds (as on the REST side)
 TOP_K = "top_k"  # the BYTES output the top_k parameter adds
-_FLT_MAX = float(np.finfo(np.float32).max)
 _CONTENTS = {"BYTES": "bytes_contents", "UINT8": "uint_contents"}
 
 
@@ -168,12 +166,7 @@ def infer_response(request: pb.ModelInferRequest, result: Result, options: Optio
     """The outputs of `result` the request asks for (all by default), as raw little-endian contents."""
     model = result.model
     tensors = model.output_tensors()
-    outputs: dict[str, np.ndarray] = {tensors[name].name: values for name, values in result.stacked().items()}
-    if options.coverage is not None and model.conformal is not None:
-        labels = model.metadata.labels
-        outputs[PREDICTION_SET] = np.array(
-            [[label in (p.prediction_set or []) for label in labels] for p in result.predictions], dtype=bool
-        )
+    outputs = output_arrays(result, options.coverage)
     probabilities = outputs[tensors[next(iter(tensors))].name]
     if options.top_k is not None:
         outputs[TOP_K] = _classification(probabilities, model, options.top_k)
@@ -209,6 +202,4 @@ def _raw(values: np.ndarray) -> tuple[str, bytes]:
         return "BYTES", b"".join(len(v).to_bytes(4, "little") + v for v in values.ravel())
     if values.dtype == np.bool_:
         return "BOOL", values.astype(np.bool_).tobytes()
-    # As the REST side sends them: a non-finite score is the largest float32 (flagged).
-    finite = np.nan_to_num(values, nan=_FLT_MAX, posinf=_FLT_MAX, neginf=-_FLT_MAX)
-    return "FP32", finite.astype("<f4").tobytes()
+    return "FP32", finite_fp32(values).tobytes()
